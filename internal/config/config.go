@@ -1,0 +1,175 @@
+// Package config reads Parley's configuration from the environment.
+//
+// Every variable is a field of Config, with its default in the envDefault tag;
+// README.md documents each one, and config_test.go fails when one is missing
+// there.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// Config is everything a gateway can be told. The zero value is not useful;
+// Load fills in the defaults.
+type Config struct {
+	// Addr is the HTTP listen address.
+	Addr string `env:"PARLEY_ADDR" envDefault:":8080"`
+	// AMQPURL selects RabbitMQ; empty means the in-process broker.
+	AMQPURL string `env:"PARLEY_AMQP_URL"`
+	// RedisURL selects Redis; empty means the in-memory store.
+	RedisURL string `env:"PARLEY_REDIS_URL"`
+	// AMQPExchange is the fanout exchange; deployments (and parallel tests)
+	// that share a broker use different names so they never hear each other.
+	AMQPExchange string `env:"PARLEY_AMQP_EXCHANGE" envDefault:"parley.messages"`
+	// RedisPrefix starts every Redis key, for the same reason.
+	RedisPrefix string `env:"PARLEY_REDIS_PREFIX" envDefault:"parley:"`
+	// JWTSecret is the HS256 secret; empty means guest mode.
+	JWTSecret string `env:"PARLEY_JWT_SECRET"`
+	// AllowedOrigins are extra Origin host patterns (path.Match syntax) that
+	// may open a WebSocket; the gateway's own origin always may.
+	AllowedOrigins []string `env:"PARLEY_ALLOWED_ORIGINS" envSeparator:","`
+	// GatewayID names this gateway in logs, frames and metrics. Empty means
+	// the host name plus a random suffix.
+	GatewayID string `env:"PARLEY_GATEWAY_ID"`
+
+	// MaxFrameBytes is the largest WebSocket message a client may send;
+	// larger ones close the connection with 1009.
+	MaxFrameBytes int64 `env:"PARLEY_MAX_FRAME_BYTES" envDefault:"16384"`
+	// MaxTextBytes is the longest message text.
+	MaxTextBytes int `env:"PARLEY_MAX_TEXT_BYTES" envDefault:"4000"`
+	// SendQueueBytes bounds what may wait to be written to one client; a
+	// client that falls further behind is disconnected with 1013.
+	SendQueueBytes int `env:"PARLEY_SEND_QUEUE_BYTES" envDefault:"1048576"`
+	// SendRate is how many messages per second one connection may send on
+	// average, with bursts of SendBurst.
+	SendRate  float64 `env:"PARLEY_SEND_RATE" envDefault:"10"`
+	SendBurst int     `env:"PARLEY_SEND_BURST" envDefault:"20"`
+	// MaxRoomsPerConn bounds how many rooms one connection may join.
+	MaxRoomsPerConn int `env:"PARLEY_MAX_ROOMS_PER_CONN" envDefault:"50"`
+
+	// JoinHistory is how many recent messages a join returns.
+	JoinHistory int `env:"PARLEY_JOIN_HISTORY" envDefault:"50"`
+	// HistoryMaxLen is how many messages a room keeps.
+	HistoryMaxLen int `env:"PARLEY_HISTORY_MAX_LEN" envDefault:"10000"`
+	// HistoryMaxAge is how long messages are kept, and how long an idle
+	// room's history lives.
+	HistoryMaxAge time.Duration `env:"PARLEY_HISTORY_MAX_AGE" envDefault:"168h"`
+
+	// PingInterval is how often each client is pinged; it must stay below
+	// the idle timeout of any proxy in front (nginx: 60s by default).
+	PingInterval time.Duration `env:"PARLEY_PING_INTERVAL" envDefault:"25s"`
+	// PongTimeout is how long a ping may go unanswered before the client is
+	// taken for dead and closed.
+	PongTimeout time.Duration `env:"PARLEY_PONG_TIMEOUT" envDefault:"15s"`
+	// WriteTimeout bounds one write to a client.
+	WriteTimeout time.Duration `env:"PARLEY_WRITE_TIMEOUT" envDefault:"10s"`
+	// ShutdownTimeout bounds the drain on SIGTERM.
+	ShutdownTimeout time.Duration `env:"PARLEY_SHUTDOWN_TIMEOUT" envDefault:"10s"`
+
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `env:"PARLEY_LOG_LEVEL" envDefault:"info"`
+	// LogFormat is text or json.
+	LogFormat string `env:"PARLEY_LOG_FORMAT" envDefault:"text"`
+}
+
+// Load reads the configuration through getenv (os.Getenv in production, a
+// map lookup in tests) and checks it. A variable set to the empty string
+// counts as unset.
+func Load(getenv func(string) string) (Config, error) {
+	params, err := env.GetFieldParams(&Config{})
+	if err != nil {
+		return Config{}, fmt.Errorf("config fields: %w", err)
+	}
+	environ := make(map[string]string, len(params))
+	for _, p := range params {
+		if v := getenv(p.Key); v != "" {
+			environ[p.Key] = v
+		}
+	}
+	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: environ})
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if err := cfg.check(); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+// Keys returns the name of every environment variable Config reads.
+func Keys() []string {
+	params, _ := env.GetFieldParams(&Config{})
+	keys := make([]string, len(params))
+	for i, p := range params {
+		keys[i] = p.Key
+	}
+	return keys
+}
+
+func (c Config) check() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.AMQPURL != "" && c.RedisURL == "" {
+		bad("PARLEY_AMQP_URL is set but PARLEY_REDIS_URL is not: gateways that share a broker must share " +
+			"a store, or each would number a room's messages on its own; set PARLEY_REDIS_URL")
+	}
+	if c.AMQPURL != "" {
+		if u, err := url.Parse(c.AMQPURL); err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") {
+			bad("PARLEY_AMQP_URL must be an amqp:// or amqps:// URL")
+		}
+	}
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+			bad("PARLEY_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+		}
+	}
+	if c.AMQPExchange == "" {
+		bad("PARLEY_AMQP_EXCHANGE must not be empty")
+	}
+	positive := map[string]int64{
+		"PARLEY_MAX_FRAME_BYTES":    c.MaxFrameBytes,
+		"PARLEY_MAX_TEXT_BYTES":     int64(c.MaxTextBytes),
+		"PARLEY_SEND_QUEUE_BYTES":   int64(c.SendQueueBytes),
+		"PARLEY_SEND_BURST":         int64(c.SendBurst),
+		"PARLEY_MAX_ROOMS_PER_CONN": int64(c.MaxRoomsPerConn),
+		"PARLEY_JOIN_HISTORY":       int64(c.JoinHistory),
+		"PARLEY_HISTORY_MAX_LEN":    int64(c.HistoryMaxLen),
+		"PARLEY_HISTORY_MAX_AGE":    int64(c.HistoryMaxAge),
+		"PARLEY_PING_INTERVAL":      int64(c.PingInterval),
+		"PARLEY_PONG_TIMEOUT":       int64(c.PongTimeout),
+		"PARLEY_WRITE_TIMEOUT":      int64(c.WriteTimeout),
+		"PARLEY_SHUTDOWN_TIMEOUT":   int64(c.ShutdownTimeout),
+	}
+	for _, k := range slices.Sorted(maps.Keys(positive)) {
+		if positive[k] <= 0 {
+			bad("%s must be positive", k)
+		}
+	}
+	if c.SendRate <= 0 {
+		bad("PARLEY_SEND_RATE must be positive")
+	}
+	if c.JoinHistory > 500 {
+		bad("PARLEY_JOIN_HISTORY must be at most 500")
+	}
+	if int64(c.MaxTextBytes) >= c.MaxFrameBytes {
+		bad("PARLEY_MAX_TEXT_BYTES must be below PARLEY_MAX_FRAME_BYTES, which also holds the frame around the text")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("PARLEY_LOG_LEVEL must be debug, info, warn or error")
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("PARLEY_LOG_FORMAT must be text or json")
+	}
+	return errors.Join(errs...)
+}

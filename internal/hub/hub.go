@@ -1,0 +1,298 @@
+// Package hub delivers a gateway's share of the message stream: it knows which
+// local connections are members of which rooms, and hands each room's
+// messages to them in seq order, each once.
+//
+// The broker delivers every message to every gateway, but not necessarily in
+// seq order (two gateways append seqs 5 and 6 and publish 6 first), and not
+// necessarily at all (a queue lost while the broker link was down, a
+// drop-head overflow). So each room here is a small sequencer: it emits seq
+// n+1 right after n, holds messages that arrive early, and fills a hole that
+// does not close by itself from the store. The same repair runs for every
+// local room when the broker link comes back, and repeatedly while it is down,
+// so that chat keeps flowing from the store alone.
+//
+// A message is encoded once per gateway, and the same bytes are pushed to
+// every member; pushing never blocks (see Member).
+package hub
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/parleychat/parley/internal/protocol"
+	"github.com/parleychat/parley/internal/store"
+)
+
+// Member is a local connection's end of the hub.
+type Member interface {
+	// Push queues f for writing to the connection. It must not block and
+	// must not modify f.Data, which is shared by every member of the room: a
+	// member that cannot keep up drops itself, it never holds up the others.
+	Push(f Frame)
+}
+
+// Frame is one encoded server frame on its way to a member.
+type Frame struct {
+	// Data is the encoded frame, shared between members.
+	Data []byte
+	// Room and Seq say which message Data is, when it is one (Seq > 0).
+	Room string
+	Seq  int64
+}
+
+// History is the part of the store the hub reads to repair holes.
+type History interface {
+	After(ctx context.Context, room string, after int64, limit int) (store.Page, error)
+}
+
+// Config tunes a Hub. The zero value of a field means its default.
+type Config struct {
+	// RepairDelay is how long a hole in a room's seqs may stay open before
+	// the hub reads the missing messages from the store. Messages published
+	// at nearly the same time by different gateways usually arrive within a
+	// few milliseconds of each other, so the wait is short, but long enough
+	// that ordinary reordering costs no store reads. Zero means 200ms.
+	RepairDelay time.Duration
+	// PollInterval is how often each local room is read from the store while
+	// the broker link is down. Zero means 500ms.
+	PollInterval time.Duration
+	// RepairBatch is how many messages one repair read fetches. Zero means
+	// 500.
+	RepairBatch int
+	// MaxHeld bounds the early messages a room holds while waiting for a
+	// hole to close; past it the hole is repaired at once. Zero means 1000.
+	MaxHeld int
+}
+
+func (c Config) withDefaults() Config {
+	if c.RepairDelay <= 0 {
+		c.RepairDelay = 200 * time.Millisecond
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 500 * time.Millisecond
+	}
+	if c.RepairBatch <= 0 {
+		c.RepairBatch = 500
+	}
+	if c.MaxHeld <= 0 {
+		c.MaxHeld = 1000
+	}
+	return c
+}
+
+// Hub holds the local rooms. Create it with New, start its background work
+// with Run, and hand it to the broker's Consume as the Handler. All methods
+// are safe for concurrent use.
+type Hub struct {
+	cfg     Config
+	log     *slog.Logger
+	history History
+
+	mu    sync.RWMutex
+	rooms map[string]*room
+
+	// link carries the broker link's latest state to Run.
+	link chan bool
+
+	// due holds the rooms whose holes are due for repair, and kick tells
+	// Run there are some. A set, not a queue: a flood of holes costs one
+	// repair per room, never a flood of goroutines or store reads.
+	dueMu sync.Mutex
+	due   map[*room]struct{}
+	kick  chan struct{}
+}
+
+// New returns a Hub that repairs from history.
+func New(cfg Config, history History, log *slog.Logger) *Hub {
+	return &Hub{
+		cfg:     cfg.withDefaults(),
+		log:     log,
+		history: history,
+		rooms:   make(map[string]*room),
+		link:    make(chan bool, 1),
+		due:     make(map[*room]struct{}),
+		kick:    make(chan struct{}, 1),
+	}
+}
+
+// Run does the hub's background work until ctx ends: repairing holes, and
+// polling the store while the broker link is down. It returns when all of
+// that work has stopped.
+func (h *Hub) Run(ctx context.Context) {
+	var poll <-chan time.Time
+	var ticker *time.Ticker
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case up := <-h.link:
+			if up {
+				if ticker != nil {
+					ticker.Stop()
+					ticker, poll = nil, nil
+				}
+				// Whatever was published while the queue was gone is only in
+				// the store now.
+				h.repairAll(ctx)
+			} else if ticker == nil {
+				ticker = time.NewTicker(h.cfg.PollInterval)
+				poll = ticker.C
+			}
+		case <-poll:
+			h.repairAll(ctx)
+		case <-h.kick:
+			h.dueMu.Lock()
+			due := h.due
+			h.due = make(map[*room]struct{})
+			h.dueMu.Unlock()
+			for r := range due {
+				h.repair(ctx, r)
+			}
+		}
+	}
+}
+
+// Deliver implements broker.Handler: it takes one broker body. Bodies that
+// are not valid message frames are logged and dropped; they may come from
+// any service that can publish to the exchange.
+func (h *Hub) Deliver(body []byte) {
+	m, err := protocol.DecodeMessage(body)
+	if err != nil {
+		h.log.Warn("dropping invalid broker message", "err", err, "bytes", len(body))
+		return
+	}
+	h.mu.RLock()
+	r := h.rooms[m.Room]
+	h.mu.RUnlock()
+	if r == nil {
+		return // nobody here is in the room
+	}
+	// Re-encode rather than forward the body: members get exactly the fields
+	// of the protocol, whatever else a foreign publisher put in.
+	r.offer(h, m.Seq, m.Epoch, protocol.EncodeMessage(m))
+}
+
+// LinkUp implements broker.Handler.
+func (h *Hub) LinkUp() { h.setLink(true) }
+
+// LinkDown implements broker.Handler.
+func (h *Hub) LinkDown(err error) {
+	h.log.Warn("broker link down; serving rooms from the store", "err", err)
+	h.setLink(false)
+}
+
+func (h *Hub) setLink(up bool) {
+	// Only the latest state matters: replace an unread one.
+	select {
+	case <-h.link:
+	default:
+	}
+	h.link <- up
+}
+
+// Subscribe makes m a member of the room. Frames for m are held until the
+// subscription is started: the caller reads the room's history first, then
+// calls Start with what it read, so that m gets the history and then exactly
+// the live messages after it.
+func (h *Hub) Subscribe(name string, m Member) *Subscription {
+	h.mu.Lock()
+	r := h.rooms[name]
+	if r == nil {
+		r = &room{name: name, subs: make(map[*Subscription]struct{})}
+		h.rooms[name] = r
+	}
+	s := &Subscription{hub: h, room: r, member: m}
+	r.mu.Lock()
+	r.subs[s] = struct{}{}
+	r.mu.Unlock()
+	h.mu.Unlock()
+	return s
+}
+
+// Rooms reports how many rooms have local members.
+func (h *Hub) Rooms() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.rooms)
+}
+
+func (h *Hub) unsubscribe(s *Subscription) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := s.room
+	r.mu.Lock()
+	delete(r.subs, s)
+	empty := len(r.subs) == 0
+	r.mu.Unlock()
+	if empty && h.rooms[r.name] == r {
+		delete(h.rooms, r.name)
+		r.mu.Lock()
+		r.gone = true
+		r.stopTimerLocked()
+		r.mu.Unlock()
+	}
+}
+
+// requestRepair marks r's hole as due for repair. It never blocks, so rooms
+// call it with their lock held.
+func (h *Hub) requestRepair(r *room) {
+	h.dueMu.Lock()
+	h.due[r] = struct{}{}
+	h.dueMu.Unlock()
+	select {
+	case h.kick <- struct{}{}:
+	default: // Run has been kicked already and will see r in the set.
+	}
+}
+
+func (h *Hub) repairAll(ctx context.Context) {
+	h.mu.RLock()
+	rooms := make([]*room, 0, len(h.rooms))
+	for _, r := range h.rooms {
+		rooms = append(rooms, r)
+	}
+	h.mu.RUnlock()
+	for _, r := range rooms {
+		if ctx.Err() != nil {
+			return
+		}
+		h.repair(ctx, r)
+	}
+}
+
+// repair reads what follows the room's last delivered seq from the store and
+// offers it, which closes any hole. It reads until it has caught up with
+// the store, so a long outage is repaired completely.
+func (h *Hub) repair(ctx context.Context, r *room) {
+	for ctx.Err() == nil {
+		r.mu.Lock()
+		if r.gone || !r.based {
+			r.mu.Unlock()
+			return
+		}
+		after := r.last
+		r.mu.Unlock()
+
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		page, err := h.history.After(rctx, r.name, after, h.cfg.RepairBatch)
+		cancel()
+		if err != nil {
+			h.log.Warn("repair read failed; retrying", "room", r.name, "after", after, "err", err)
+			r.mu.Lock()
+			r.armLocked(h)
+			r.mu.Unlock()
+			return
+		}
+		r.fill(h, page)
+		if len(page.Messages) < h.cfg.RepairBatch {
+			return
+		}
+	}
+}

@@ -1,0 +1,332 @@
+package hub_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/parleychat/parley/internal/hub"
+	"github.com/parleychat/parley/internal/protocol"
+	"github.com/parleychat/parley/internal/store"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// member records what the hub pushes to it.
+type member struct {
+	mu     sync.Mutex
+	frames []hub.Frame
+	signal chan struct{}
+}
+
+func newMember() *member { return &member{signal: make(chan struct{}, 1)} }
+
+func (m *member) Push(f hub.Frame) {
+	m.mu.Lock()
+	m.frames = append(m.frames, f)
+	m.mu.Unlock()
+	select {
+	case m.signal <- struct{}{}:
+	default:
+	}
+}
+
+// seqs returns the seqs of the message frames pushed so far, with 0 for other
+// frames.
+func (m *member) seqs() []int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]int64, len(m.frames))
+	for i, f := range m.frames {
+		out[i] = f.Seq
+	}
+	return out
+}
+
+// waitFor waits until the member has n frames, and fails the test if that
+// takes longer than a few seconds.
+func (m *member) waitFor(t *testing.T, n int) []int64 {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		if s := m.seqs(); len(s) >= n {
+			return s
+		}
+		select {
+		case <-m.signal:
+		case <-deadline:
+			t.Fatalf("member got %v, want %d frames", m.seqs(), n)
+		}
+	}
+}
+
+type fixture struct {
+	hub   *hub.Hub
+	store *store.Memory
+	msgs  []protocol.Message // appended to the store, by seq-1
+}
+
+func newFixture(t *testing.T, cfg hub.Config) *fixture {
+	t.Helper()
+	st := store.NewMemory(store.Retention{}, nil)
+	h := hub.New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return &fixture{hub: h, store: st}
+}
+
+// appendN stores n messages in room and returns them; nothing is delivered.
+func (f *fixture) appendN(t *testing.T, room string, n int) []protocol.Message {
+	t.Helper()
+	var out []protocol.Message
+	for i := 0; i < n; i++ {
+		m, _, err := f.store.Append(context.Background(), protocol.Message{
+			Room: room, User: protocol.User{ID: "u1", Name: "Ann"}, Text: fmt.Sprintf("m%d", i),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func (f *fixture) deliver(msgs []protocol.Message, order ...int) {
+	for _, i := range order {
+		f.hub.Deliver(protocol.EncodeMessage(msgs[i]))
+	}
+}
+
+func equal(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func joinedFrame(room string) []byte {
+	return protocol.Encode(protocol.TypeJoined, protocol.Joined{Room: room})
+}
+
+func TestDeliversInOrderAfterJoin(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	m := newMember()
+	s := f.hub.Subscribe("general", m)
+	s.Start(joinedFrame("general"), "", 0)
+	msgs := f.appendN(t, "general", 5)
+	f.deliver(msgs, 0, 1, 2, 3, 4)
+	if got, want := m.waitFor(t, 6), []int64{0, 1, 2, 3, 4, 5}; !equal(got, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+}
+
+func TestReordersEarlyMessagesWithoutReadingTheStore(t *testing.T) {
+	// A long repair delay: if the hub read the store, the test would time out
+	// before seeing all frames.
+	f := newFixture(t, hub.Config{RepairDelay: time.Hour})
+	m := newMember()
+	f.hub.Subscribe("general", m).Start(joinedFrame("general"), "", 0)
+	msgs := f.appendN(t, "general", 4)
+	f.deliver(msgs, 0, 2, 3, 1)
+	if got, want := m.waitFor(t, 5), []int64{0, 1, 2, 3, 4}; !equal(got, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+}
+
+func TestDropsRepeats(t *testing.T) {
+	f := newFixture(t, hub.Config{RepairDelay: time.Hour})
+	m := newMember()
+	f.hub.Subscribe("general", m).Start(joinedFrame("general"), "", 0)
+	msgs := f.appendN(t, "general", 3)
+	f.deliver(msgs, 0, 0, 1, 0, 1, 2, 2)
+	if got, want := m.waitFor(t, 4), []int64{0, 1, 2, 3}; !equal(got, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+}
+
+func TestRepairsHoleFromStore(t *testing.T) {
+	f := newFixture(t, hub.Config{RepairDelay: 10 * time.Millisecond})
+	m := newMember()
+	f.hub.Subscribe("general", m).Start(joinedFrame("general"), "", 0)
+	msgs := f.appendN(t, "general", 4)
+	f.deliver(msgs, 0, 3) // 2 and 3 never come from the broker
+	if got, want := m.waitFor(t, 5), []int64{0, 1, 2, 3, 4}; !equal(got, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+}
+
+func TestJoinGetsHistoryThenOnlyLaterMessages(t *testing.T) {
+	f := newFixture(t, hub.Config{RepairDelay: time.Hour})
+	msgs := f.appendN(t, "general", 4)
+
+	first := newMember()
+	f.hub.Subscribe("general", first).Start(joinedFrame("general"), msgs[0].Epoch, 1)
+
+	// second subscribes, messages 2 and 3 arrive while it reads history,
+	// and its history ends at seq 2.
+	second := newMember()
+	s := f.hub.Subscribe("general", second)
+	f.deliver(msgs, 1, 2)
+	s.Start(joinedFrame("general"), msgs[0].Epoch, 2)
+	f.deliver(msgs, 3)
+
+	if got, want := first.waitFor(t, 4), []int64{0, 2, 3, 4}; !equal(got, want) {
+		t.Errorf("first member got %v, want %v", got, want)
+	}
+	if got, want := second.waitFor(t, 3), []int64{0, 3, 4}; !equal(got, want) {
+		t.Errorf("second member got %v, want %v", got, want)
+	}
+}
+
+func TestFirstJoinBasesTheRoomOnItsHistory(t *testing.T) {
+	f := newFixture(t, hub.Config{RepairDelay: time.Hour})
+	msgs := f.appendN(t, "general", 5)
+	m := newMember()
+	s := f.hub.Subscribe("general", m)
+	// Before the room knows where it stands, messages arrive out of order.
+	f.deliver(msgs, 4, 2, 3)
+	s.Start(joinedFrame("general"), msgs[0].Epoch, 3)
+	if got, want := m.waitFor(t, 3), []int64{0, 4, 5}; !equal(got, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+}
+
+func TestMembersShareTheEncodedBytes(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	a, b := newMember(), newMember()
+	f.hub.Subscribe("general", a).Start(joinedFrame("general"), "", 0)
+	f.hub.Subscribe("general", b).Start(joinedFrame("general"), "", 0)
+	f.deliver(f.appendN(t, "general", 1), 0)
+	a.waitFor(t, 2)
+	b.waitFor(t, 2)
+	if &a.frames[1].Data[0] != &b.frames[1].Data[0] {
+		t.Fatal("members got separate copies of the same message")
+	}
+}
+
+func TestLeftMemberGetsNothingAndEmptyRoomIsDropped(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	a, b := newMember(), newMember()
+	sa := f.hub.Subscribe("general", a)
+	sa.Start(joinedFrame("general"), "", 0)
+	sb := f.hub.Subscribe("general", b)
+	sb.Start(joinedFrame("general"), "", 0)
+	msgs := f.appendN(t, "general", 2)
+	sa.Close()
+	sa.Close() // twice is fine
+	f.deliver(msgs, 0)
+	b.waitFor(t, 2)
+	if got := a.seqs(); len(got) != 1 {
+		t.Fatalf("member that left got %v", got)
+	}
+	sb.Close()
+	if n := f.hub.Rooms(); n != 0 {
+		t.Fatalf("hub has %d rooms after everyone left", n)
+	}
+	f.deliver(msgs, 1) // a room nobody is in: dropped, no panic
+}
+
+func TestLinkUpRepairsEveryRoomFromStore(t *testing.T) {
+	f := newFixture(t, hub.Config{RepairDelay: time.Hour, PollInterval: time.Hour})
+	m := newMember()
+	f.hub.Subscribe("general", m).Start(joinedFrame("general"), "", 0)
+	msgs := f.appendN(t, "general", 2)
+	f.deliver(msgs, 0)
+	m.waitFor(t, 2)
+	// The link drops; messages 2..4 are published while it is down and never
+	// reach this gateway's queue.
+	f.hub.LinkDown(fmt.Errorf("test"))
+	f.appendN(t, "general", 2)
+	f.hub.LinkUp()
+	if got, want := m.waitFor(t, 5), []int64{0, 1, 2, 3, 4}; !equal(got, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+}
+
+func TestLinkDownServesRoomsFromStore(t *testing.T) {
+	f := newFixture(t, hub.Config{RepairDelay: time.Hour, PollInterval: 10 * time.Millisecond})
+	m := newMember()
+	f.hub.Subscribe("general", m).Start(joinedFrame("general"), "", 0)
+	f.hub.LinkDown(fmt.Errorf("test"))
+	f.appendN(t, "general", 3) // stored, never published
+	if got, want := m.waitFor(t, 4), []int64{0, 1, 2, 3}; !equal(got, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+}
+
+func TestSkipsHoleTheStoreNoLongerHas(t *testing.T) {
+	st := store.NewMemory(store.Retention{MaxLen: 3}, nil)
+	h := hub.New(hub.Config{RepairDelay: 10 * time.Millisecond}, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go h.Run(ctx)
+
+	m := newMember()
+	h.Subscribe("general", m).Start(joinedFrame("general"), "", 0)
+	var msgs []protocol.Message
+	for i := 0; i < 6; i++ {
+		msg, _, _ := st.Append(ctx, protocol.Message{Room: "general", User: protocol.User{ID: "u"}, Text: "x"})
+		msgs = append(msgs, msg)
+	}
+	// Seq 1 arrives; 2 never does and has been trimmed (the store keeps 4..6).
+	h.Deliver(protocol.EncodeMessage(msgs[0]))
+	h.Deliver(protocol.EncodeMessage(msgs[5]))
+	if got, want := m.waitFor(t, 5), []int64{0, 1, 4, 5, 6}; !equal(got, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+	cancel()
+}
+
+func TestFollowsRoomIntoNewEpoch(t *testing.T) {
+	f := newFixture(t, hub.Config{RepairDelay: time.Hour})
+	m := newMember()
+	f.hub.Subscribe("general", m).Start(joinedFrame("general"), "", 0)
+	f.deliver(f.appendN(t, "general", 3), 0, 1, 2)
+	m.waitFor(t, 4)
+
+	// The history is lost: a fresh store numbers the room from 1 again in a
+	// new epoch.
+	fresh := store.NewMemory(store.Retention{}, nil)
+	newer, _, _ := fresh.Append(context.Background(), protocol.Message{Room: "general", User: protocol.User{ID: "u"}, Text: "again"})
+	f.hub.Deliver(protocol.EncodeMessage(newer))
+	got := m.waitFor(t, 5)
+	if got[4] != 1 {
+		t.Fatalf("frames %v: want seq 1 of the new epoch last", got)
+	}
+}
+
+func TestDropsInvalidBodies(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	m := newMember()
+	f.hub.Subscribe("general", m).Start(joinedFrame("general"), "", 0)
+	for _, body := range []string{``, `{`, `[]`, `{"type":"message"}`, `{"type":"typing","room":"general"}`,
+		`{"type":"message","room":"general","epoch":"e","seq":0,"id":"x","user":{"id":"u"},"text":"t","ts":"2026-01-01T00:00:00Z"}`,
+		`{"type":"message","room":"../x","epoch":"e","seq":1,"id":"x","user":{"id":"u"},"text":"t","ts":"2026-01-01T00:00:00Z"}`,
+	} {
+		f.hub.Deliver([]byte(body))
+	}
+	msgs := f.appendN(t, "general", 1)
+	f.deliver(msgs, 0)
+	if got, want := m.waitFor(t, 2), []int64{0, 1}; !equal(got, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+}

@@ -1,0 +1,187 @@
+package hub
+
+import (
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/parleychat/parley/internal/protocol"
+	"github.com/parleychat/parley/internal/store"
+)
+
+// room sequences one room's messages for its local members.
+//
+// Until its first subscription starts, the room does not know where the
+// stream stands (based is false) and holds what arrives; Start tells it the
+// seq its first member's history ended at.
+type room struct {
+	name string
+
+	mu    sync.Mutex
+	subs  map[*Subscription]struct{}
+	gone  bool // removed from the hub: the last member left
+	based bool
+	epoch string
+	last  int64 // the last seq emitted to members
+	// held are messages that arrived before the one after last, by seq.
+	held map[int64][]byte
+	// retired are epochs this room has moved away from; a late message of
+	// one must not switch the room back.
+	retired []string
+	timer   *time.Timer // requests a repair of the hole after RepairDelay
+}
+
+// offer hands the room one message, from the broker or from a repair read.
+func (r *room) offer(h *Hub, seq int64, epoch string, data []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.offerLocked(h, seq, epoch, data)
+}
+
+func (r *room) offerLocked(h *Hub, seq int64, epoch string, data []byte) {
+	if r.gone || slices.Contains(r.retired, epoch) {
+		return
+	}
+	if !r.based {
+		if len(r.held) < h.cfg.MaxHeld {
+			r.hold(seq, data)
+		}
+		return
+	}
+	switch {
+	case epoch == r.epoch:
+	case r.epoch == "":
+		r.epoch = epoch // the room was empty when it was based: its first epoch
+	default:
+		r.switchEpochLocked(h, epoch)
+	}
+	switch {
+	case seq <= r.last:
+		return // a repeat: already emitted
+	case seq == r.last+1:
+		r.emitLocked(seq, data)
+		r.drainHeldLocked()
+	default:
+		r.hold(seq, data)
+		if len(r.held) > h.cfg.MaxHeld {
+			// Waiting longer only costs memory: repair now.
+			r.stopTimerLocked()
+			h.requestRepair(r)
+		} else {
+			r.armLocked(h)
+		}
+	}
+}
+
+// switchEpochLocked follows the room into a new epoch: its history was lost
+// and numbering restarted at 1. Members' floors refer to the old numbering,
+// so they are reset too; clients see the new epoch on the next message and
+// start the room afresh.
+func (r *room) switchEpochLocked(h *Hub, epoch string) {
+	if r.epoch != "" {
+		h.log.Info("room epoch changed", "room", r.name, "old", r.epoch, "new", epoch)
+		r.retired = append(r.retired, r.epoch)
+		if len(r.retired) > 4 {
+			r.retired = r.retired[1:]
+		}
+	}
+	r.epoch, r.last, r.held = epoch, 0, nil
+	for s := range r.subs {
+		s.floor = 0
+	}
+}
+
+func (r *room) hold(seq int64, data []byte) {
+	if r.held == nil {
+		r.held = make(map[int64][]byte)
+	}
+	r.held[seq] = data
+}
+
+// drainHeldLocked emits the held messages that now follow on, and forgets
+// held ones that can no longer be emitted.
+func (r *room) drainHeldLocked() {
+	maps.DeleteFunc(r.held, func(seq int64, _ []byte) bool { return seq <= r.last })
+	for len(r.held) > 0 {
+		data, ok := r.held[r.last+1]
+		if !ok {
+			break
+		}
+		delete(r.held, r.last+1)
+		r.emitLocked(r.last+1, data)
+	}
+	if len(r.held) == 0 {
+		r.held = nil
+		r.stopTimerLocked()
+	}
+}
+
+func (r *room) emitLocked(seq int64, data []byte) {
+	r.last = seq
+	f := Frame{Data: data, Room: r.name, Seq: seq}
+	for s := range r.subs {
+		s.deliverLocked(f)
+	}
+}
+
+// fill takes a page the repair read from the store.
+func (r *room) fill(h *Hub, page store.Page) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gone || !r.based {
+		return
+	}
+	if page.Epoch != r.epoch && r.epoch != "" {
+		if page.Epoch == "" || slices.Contains(r.retired, page.Epoch) {
+			return // the store lost the room, or the page is stale; nothing to fill from
+		}
+		// The page was read after "last" of the old numbering; read the new
+		// epoch again from its start.
+		r.switchEpochLocked(h, page.Epoch)
+		h.requestRepair(r)
+		return
+	}
+	r.epoch = page.Epoch
+	msgs := page.Messages
+	if len(msgs) > 0 && msgs[0].Seq > r.last+1 {
+		// The store no longer has what follows last (trimmed away): skip
+		// the hole. Clients see the jump, ask history, and find the same.
+		r.last = msgs[0].Seq - 1
+	}
+	for _, m := range msgs {
+		r.offerLocked(h, m.Seq, m.Epoch, protocol.EncodeMessage(m))
+	}
+	if len(msgs) == 0 && len(r.held) > 0 {
+		// Held messages came from the broker, so the store had them; if it
+		// has nothing after last now, they aged out. Emit what is held.
+		r.last = slices.Min(slices.Collect(maps.Keys(r.held))) - 1
+		r.drainHeldLocked()
+	}
+	if len(r.held) > 0 {
+		r.armLocked(h)
+	}
+}
+
+// armLocked makes sure a repair of the current hole is coming.
+func (r *room) armLocked(h *Hub) {
+	if r.timer != nil || r.gone {
+		return
+	}
+	r.timer = time.AfterFunc(h.cfg.RepairDelay, func() {
+		r.mu.Lock()
+		r.timer = nil
+		due := !r.gone && len(r.held) > 0
+		r.mu.Unlock()
+		if due {
+			h.requestRepair(r)
+		}
+	})
+}
+
+func (r *room) stopTimerLocked() {
+	if r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
+	}
+}

@@ -1,0 +1,296 @@
+// Package gateway is Parley's HTTP face: the WebSocket endpoint where clients
+// chat, the browser client, health and readiness, and metrics.
+//
+// A Gateway holds its connections and nothing else that must outlive it: the
+// store is the record of every room, and the broker carries messages between
+// gateways, so any client may reconnect to any gateway and resume.
+//
+// Lifecycle: New, then Handler served by an http.Server and Run for the
+// background work; on shutdown, Drain before http.Server.Shutdown, because
+// Shutdown neither closes nor waits for hijacked (WebSocket) connections.
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleychat/parley/internal/auth"
+	"github.com/parleychat/parley/internal/hub"
+	"github.com/parleychat/parley/internal/protocol"
+	"github.com/parleychat/parley/internal/store"
+)
+
+// Broker is what the gateway needs of the broker: publishing, and whether it
+// works. (Consuming is wired to the hub by the caller.)
+type Broker interface {
+	Publish(ctx context.Context, body []byte, id string) error
+	Ready() error
+}
+
+// Authenticator decides who a WebSocket handshake speaks for. An error that
+// is an *auth.Error carries the HTTP status to refuse with; any other error
+// is answered with 401.
+type Authenticator interface {
+	Authenticate(r *http.Request) (auth.Identity, error)
+}
+
+// Deps are the parts a Gateway is built from. All are required.
+type Deps struct {
+	Logger   *slog.Logger
+	Hub      *hub.Hub
+	Store    store.Store
+	Broker   Broker
+	Auth     Authenticator
+	Web      fs.FS // the browser client, served at /
+	Registry *prometheus.Registry
+}
+
+// Options tune a Gateway; internal/config documents each, and the zero
+// value of a field means its default (see withDefaults).
+type Options struct {
+	ID              string
+	AllowedOrigins  []string
+	MaxFrameBytes   int64
+	Limits          protocol.Limits
+	SendQueueBytes  int
+	SendRate        float64
+	SendBurst       int
+	MaxRoomsPerConn int
+	JoinHistory     int
+	PingInterval    time.Duration
+	PongTimeout     time.Duration
+	WriteTimeout    time.Duration
+	// SendTimeout bounds storing plus publishing one message.
+	SendTimeout time.Duration
+	// StoreTimeout bounds one history read.
+	StoreTimeout time.Duration
+	// DrainBatch connections are closed at a time on shutdown, DrainPause
+	// apart, so that reconnecting clients do not arrive at the remaining
+	// gateways all at once.
+	DrainBatch int
+	DrainPause time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	set := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	setInt := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if o.ID == "" {
+		o.ID = "gateway"
+	}
+	if o.MaxFrameBytes <= 0 {
+		o.MaxFrameBytes = 16 << 10
+	}
+	if o.SendRate <= 0 {
+		o.SendRate = 10
+	}
+	setInt(&o.SendQueueBytes, 1<<20)
+	setInt(&o.SendBurst, 20)
+	setInt(&o.MaxRoomsPerConn, 50)
+	setInt(&o.JoinHistory, 50)
+	setInt(&o.DrainBatch, 100)
+	set(&o.PingInterval, 25*time.Second)
+	set(&o.PongTimeout, 15*time.Second)
+	set(&o.WriteTimeout, 10*time.Second)
+	set(&o.SendTimeout, 5*time.Second)
+	set(&o.StoreTimeout, 5*time.Second)
+	set(&o.DrainPause, 50*time.Millisecond)
+	return o
+}
+
+// Gateway serves clients. Create it with New.
+type Gateway struct {
+	opts    Options
+	log     *slog.Logger
+	hub     *hub.Hub
+	store   store.Store
+	broker  Broker
+	auth    Authenticator
+	web     fs.FS
+	reg     *prometheus.Registry
+	metrics *metrics
+
+	// ctx is the parent of every connection's work. It is not a request's
+	// context: after a WebSocket upgrade the request context is unreliable
+	// (see websocket.Accept), and connections must outlive the handshake.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	draining atomic.Bool
+	mu       sync.Mutex
+	conns    map[*conn]int // -> ping bucket
+	buckets  []map[*conn]struct{}
+	next     int
+	// handlers counts serving connections; pings counts ping goroutines.
+	handlers sync.WaitGroup
+	pings    sync.WaitGroup
+}
+
+// New returns a Gateway built from deps.
+func New(deps Deps, opts Options) *Gateway {
+	opts = opts.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	// One ping bucket per second of the interval: each second one bucket is
+	// pinged, so pings are spread evenly instead of arriving all at once.
+	nb := max(1, int(opts.PingInterval/time.Second))
+	g := &Gateway{
+		opts:    opts,
+		log:     deps.Logger.With("gateway", opts.ID),
+		hub:     deps.Hub,
+		store:   deps.Store,
+		broker:  deps.Broker,
+		auth:    deps.Auth,
+		web:     deps.Web,
+		reg:     deps.Registry,
+		metrics: newMetrics(deps.Registry),
+		ctx:     ctx,
+		cancel:  cancel,
+		conns:   make(map[*conn]int),
+		buckets: make([]map[*conn]struct{}, nb),
+	}
+	for i := range g.buckets {
+		g.buckets[i] = make(map[*conn]struct{})
+	}
+	return g
+}
+
+func (g *Gateway) register(c *conn) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.draining.Load() {
+		return false
+	}
+	b := g.next % len(g.buckets)
+	g.next++
+	g.conns[c] = b
+	g.buckets[b][c] = struct{}{}
+	g.handlers.Add(1)
+	g.metrics.connections.Inc()
+	return true
+}
+
+func (g *Gateway) unregister(c *conn) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if b, ok := g.conns[c]; ok {
+		delete(g.conns, c)
+		delete(g.buckets[b], c)
+		g.handlers.Done()
+		g.metrics.connections.Dec()
+	}
+}
+
+// Connections returns how many clients are connected.
+func (g *Gateway) Connections() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.conns)
+}
+
+// Run pings clients until ctx ends, so that dead peers are found and proxies
+// in front see traffic before their idle timeouts. It returns once every ping
+// it started has ended.
+func (g *Gateway) Run(ctx context.Context) {
+	step := g.opts.PingInterval / time.Duration(len(g.buckets))
+	t := time.NewTicker(step)
+	defer t.Stop()
+	defer g.pings.Wait()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		g.mu.Lock()
+		for c := range g.buckets[i%len(g.buckets)] {
+			g.pings.Add(1)
+			go func() {
+				defer g.pings.Done()
+				c.ping()
+			}()
+		}
+		g.mu.Unlock()
+	}
+}
+
+// Drain takes the gateway out of service: readiness fails, new WebSockets are
+// refused, and every client is closed with 1012 (service restart: reconnect
+// now, elsewhere), a batch at a time. It waits for the connections to finish
+// what they were doing (a send being stored and published is acked first)
+// until ctx ends, then cuts the rest off.
+func (g *Gateway) Drain(ctx context.Context) error {
+	g.mu.Lock()
+	g.draining.Store(true)
+	conns := make([]*conn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	g.mu.Unlock()
+	g.log.Info("draining", "connections", len(conns))
+
+	defer g.cancel()
+	for i, c := range conns {
+		if i > 0 && i%g.opts.DrainBatch == 0 {
+			t := time.NewTimer(g.opts.DrainPause)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+		c.close(websocket.StatusServiceRestart, "gateway restarting; reconnect")
+	}
+
+	done := make(chan struct{})
+	go func() {
+		g.handlers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		g.mu.Lock()
+		left := len(g.conns)
+		for c := range g.conns {
+			_ = c.ws.CloseNow()
+		}
+		g.mu.Unlock()
+		g.cancel()
+		<-done
+		return fmt.Errorf("drain: %d connections still open at the deadline: %w", left, ctx.Err())
+	}
+}
+
+// post stores m, publishes it and returns the ack for its sender. A repeat
+// of an earlier message (same user and client_msg_id) is published again,
+// since the first attempt may have failed between store and broker;
+// members drop the repeat by its seq.
+func (g *Gateway) post(ctx context.Context, m protocol.Message) (protocol.Ack, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.opts.SendTimeout)
+	defer cancel()
+	stored, _, err := g.store.Append(ctx, m)
+	if err != nil {
+		return protocol.Ack{}, fmt.Errorf("store message: %w", err)
+	}
+	if err := g.broker.Publish(ctx, protocol.EncodeMessage(stored), stored.ID); err != nil {
+		return protocol.Ack{}, fmt.Errorf("publish message %s: %w", stored.ID, err)
+	}
+	return protocol.Ack{ClientMsgID: stored.ClientMsgID, Room: stored.Room, Seq: stored.Seq, ID: stored.ID}, nil
+}

@@ -1,0 +1,562 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/parleychat/parley/internal/auth"
+	"github.com/parleychat/parley/internal/broker"
+	"github.com/parleychat/parley/internal/client"
+	"github.com/parleychat/parley/internal/gateway"
+	"github.com/parleychat/parley/internal/hub"
+	"github.com/parleychat/parley/internal/protocol"
+	"github.com/parleychat/parley/internal/store"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type testGateway struct {
+	*gateway.Gateway
+	URL   string
+	store store.Store
+}
+
+// newGateway runs a gateway on the embedded broker and store behind an
+// httptest server, and stops all of it when the test ends.
+func newGateway(t *testing.T, opts gateway.Options) *testGateway {
+	t.Helper()
+	return newGatewayOn(t, opts, &broker.Memory{}, store.NewMemory(store.Retention{}, nil))
+}
+
+func newGatewayOn(t *testing.T, opts gateway.Options, b broker.Broker, st store.Store) *testGateway {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h := hub.New(hub.Config{RepairDelay: 20 * time.Millisecond}, st, log)
+	if opts.ID == "" {
+		opts.ID = "gw-test"
+	}
+	g := gateway.New(gateway.Deps{
+		Logger: log, Hub: h, Store: st, Broker: b, Auth: auth.Guest{},
+		Web:      fstest.MapFS{"index.html": {Data: []byte("<!doctype html><title>Parley</title>")}},
+		Registry: prometheus.NewRegistry(),
+	}, opts)
+	srv := httptest.NewServer(g.Handler())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); h.Run(ctx) }()
+	go func() { defer wg.Done(); _ = b.Consume(ctx, h) }()
+	go func() { defer wg.Done(); g.Run(ctx) }()
+	t.Cleanup(func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer dcancel()
+		if err := g.Drain(dctx); err != nil {
+			t.Errorf("drain: %v", err)
+		}
+		srv.Close()
+		cancel()
+		wg.Wait()
+	})
+	return &testGateway{Gateway: g, URL: srv.URL, store: st}
+}
+
+// testWriter sends the gateway's log to the test log, so a failing test shows
+// what the gateway saw.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func dial(t *testing.T, url, name string) *client.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := client.Dial(ctx, url, client.Options{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.CloseNow() })
+	w, err := c.Next(ctx)
+	if err != nil || w.Type != protocol.TypeWelcome {
+		t.Fatalf("first frame %+v, %v: want welcome", w, err)
+	}
+	return c
+}
+
+func join(t *testing.T, c *client.Conn, room string) client.Frame {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f, err := c.Join(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func send(t *testing.T, c *client.Conn, v map[string]any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Send(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sendText(t *testing.T, c *client.Conn, room, text, id string) {
+	t.Helper()
+	send(t, c, map[string]any{"type": "send", "room": room, "text": text, "client_msg_id": id})
+}
+
+// next returns the next frame of one of types, failing the test after a few
+// seconds.
+func next(t *testing.T, c *client.Conn, types ...string) client.Frame {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f, err := c.NextOf(ctx, types...)
+	if err != nil {
+		t.Fatalf("waiting for %v: %v", types, err)
+	}
+	return f
+}
+
+// expectError reads the next frame and checks it is an error with code.
+func expectError(t *testing.T, c *client.Conn, code string) client.Frame {
+	t.Helper()
+	f := next(t, c, protocol.TypeError, protocol.TypeAck, protocol.TypeJoined, protocol.TypeHistory)
+	if f.Type != protocol.TypeError || f.Code != code {
+		t.Fatalf("got %s, want error %s", f.Raw, code)
+	}
+	return f
+}
+
+// expectClose reads until the connection ends and checks the close code.
+func expectClose(t *testing.T, c *client.Conn, code websocket.StatusCode) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		_, err := c.Next(ctx)
+		if err == nil {
+			continue
+		}
+		if got := websocket.CloseStatus(err); got != code {
+			t.Fatalf("connection ended with %v (status %d), want close %d", err, got, code)
+		}
+		return
+	}
+}
+
+func TestMessageReachesEveryMemberAndSenderGetsOneAck(t *testing.T) {
+	g := newGateway(t, gateway.Options{})
+	alice, bob := dial(t, g.URL, "alice"), dial(t, g.URL, "bob")
+	join(t, alice, "general")
+	join(t, bob, "general")
+
+	sendText(t, alice, "general", "hi bob", "a-1")
+	var ack, mine client.Frame
+	for ack.Type == "" || mine.Type == "" {
+		f := next(t, alice, protocol.TypeAck, protocol.TypeMessage)
+		if f.Type == protocol.TypeAck {
+			if ack.Type != "" {
+				t.Fatal("two acks for one send")
+			}
+			ack = f
+		} else {
+			mine = f
+		}
+	}
+	theirs := next(t, bob, protocol.TypeMessage)
+	if ack.ClientMsgID != "a-1" || ack.Seq != 1 || ack.ID == "" {
+		t.Fatalf("ack %s", ack.Raw)
+	}
+	for _, m := range []client.Frame{mine, theirs} {
+		if m.Seq != ack.Seq || m.ID != ack.ID || m.Text != "hi bob" || m.User.Name != "alice" || m.ClientMsgID != "a-1" || m.Epoch == "" {
+			t.Fatalf("message %s does not match ack %s", m.Raw, ack.Raw)
+		}
+	}
+}
+
+func TestJoinReturnsRecentHistory(t *testing.T) {
+	g := newGateway(t, gateway.Options{JoinHistory: 3})
+	alice := dial(t, g.URL, "alice")
+	join(t, alice, "general")
+	for i := range 5 {
+		sendText(t, alice, "general", fmt.Sprint("m", i), fmt.Sprint("a-", i))
+		next(t, alice, protocol.TypeAck)
+	}
+	bob := dial(t, g.URL, "bob")
+	j := join(t, bob, "general")
+	if j.Seq != 5 || j.Epoch == "" || len(j.Messages) != 3 || j.Messages[0].Seq != 3 || j.Messages[2].Text != "m4" {
+		t.Fatalf("joined %s", j.Raw)
+	}
+	if j.Recovered != nil {
+		t.Fatalf("plain join carries recovered: %s", j.Raw)
+	}
+}
+
+func TestResume(t *testing.T) {
+	g := newGateway(t, gateway.Options{})
+	alice := dial(t, g.URL, "alice")
+	first := join(t, alice, "general")
+	for i := range 4 {
+		sendText(t, alice, "general", fmt.Sprint("m", i), fmt.Sprint("a-", i))
+		next(t, alice, protocol.TypeAck)
+	}
+	if first.Epoch != "" {
+		t.Fatalf("a room nobody wrote to has epoch %q", first.Epoch)
+	}
+	epoch := join(t, alice, "general").Epoch
+
+	bob := dial(t, g.URL, "bob")
+	send(t, bob, map[string]any{"type": "join", "room": "general", "since": 2, "epoch": epoch})
+	j := next(t, bob, protocol.TypeJoined)
+	if j.Recovered == nil || !*j.Recovered || len(j.Messages) != 2 || j.Messages[0].Seq != 3 || j.Messages[1].Seq != 4 {
+		t.Fatalf("resume after 2: %s", j.Raw)
+	}
+
+	send(t, bob, map[string]any{"type": "join", "room": "general", "since": 2, "epoch": "someotherepoch"})
+	j = next(t, bob, protocol.TypeJoined)
+	if j.Recovered == nil || *j.Recovered || len(j.Messages) != 4 {
+		t.Fatalf("resume in a foreign epoch: %s", j.Raw)
+	}
+
+	send(t, bob, map[string]any{"type": "join", "room": "general", "since": 99, "epoch": epoch})
+	j = next(t, bob, protocol.TypeJoined)
+	if j.Recovered == nil || *j.Recovered {
+		t.Fatalf("resume after a seq the room never had: %s", j.Raw)
+	}
+
+	send(t, bob, map[string]any{"type": "join", "room": "general", "since": 4, "epoch": epoch})
+	j = next(t, bob, protocol.TypeJoined)
+	if j.Recovered == nil || !*j.Recovered || len(j.Messages) != 0 || j.Seq != 4 {
+		t.Fatalf("resume with nothing missed: %s", j.Raw)
+	}
+}
+
+func TestHistory(t *testing.T) {
+	g := newGateway(t, gateway.Options{})
+	alice := dial(t, g.URL, "alice")
+	join(t, alice, "general")
+	for i := range 10 {
+		sendText(t, alice, "general", fmt.Sprint("m", i), fmt.Sprint("a-", i))
+		next(t, alice, protocol.TypeAck)
+	}
+	for _, tc := range []struct {
+		req        map[string]any
+		first, len int64
+	}{
+		{map[string]any{"before": 5, "limit": 2}, 3, 2},
+		{map[string]any{"after": 7}, 8, 3},
+		{map[string]any{"limit": 4}, 7, 4},
+		{map[string]any{"before": 1}, 0, 0},
+		{map[string]any{"after": 10}, 0, 0},
+	} {
+		tc.req["type"], tc.req["room"] = "history", "general"
+		send(t, alice, tc.req)
+		h := next(t, alice, protocol.TypeHistory)
+		if int64(len(h.Messages)) != tc.len || (tc.len > 0 && h.Messages[0].Seq != tc.first) || h.Seq != 10 {
+			t.Errorf("history %v: %s", tc.req, h.Raw)
+		}
+	}
+}
+
+func TestBadInputGetsErrorAndConnectionStaysOpen(t *testing.T) {
+	g := newGateway(t, gateway.Options{})
+	c := dial(t, g.URL, "mallory")
+	other := dial(t, g.URL, "olive")
+	join(t, other, "general")
+
+	cases := []struct {
+		frame string
+		code  string
+	}{
+		{`{`, protocol.CodeBadJSON},
+		{`[1,2]`, protocol.CodeBadJSON},
+		{`"join"`, protocol.CodeBadJSON},
+		{`{"room":"general"}`, protocol.CodeUnknownType},
+		{`{"type":"dance","room":"general"}`, protocol.CodeUnknownType},
+		{`{"type":"join"}`, protocol.CodeBadRequest},
+		{`{"type":"join","room":5}`, protocol.CodeBadRequest},
+		{`{"type":"join","room":"` + strings.Repeat("r", 65) + `"}`, protocol.CodeBadRoom},
+		{`{"type":"join","room":"a b"}`, protocol.CodeBadRoom},
+		{`{"type":"join","room":"general","since":-1}`, protocol.CodeBadRequest},
+		{`{"type":"join","room":"general","since":"41"}`, protocol.CodeBadRequest},
+		{`{"type":"send","room":"general","text":"hi","client_msg_id":"x-1"}`, protocol.CodeNotJoined},
+		{`{"type":"history","room":"general"}`, protocol.CodeNotJoined},
+		{`{"type":"send","room":"general","text":"hi"}`, protocol.CodeBadRequest},
+		{`{"type":"send","room":"general","client_msg_id":"x-2"}`, protocol.CodeBadRequest},
+		{`{"type":"send","room":"general","text":"   ","client_msg_id":"x-3"}`, protocol.CodeBadRequest},
+		{`{"type":"send","room":"general","text":"` + strings.Repeat("x", 4001) + `","client_msg_id":"x-4"}`, protocol.CodeTextTooLong},
+		{`{"type":"history","room":"general","limit":1000}`, protocol.CodeBadRequest},
+		{`{"type":"history","room":"general","before":2,"after":1}`, protocol.CodeBadRequest},
+		{`{"type":"history","room":"general","before":1.5}`, protocol.CodeBadRequest},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, tc := range cases {
+		if err := c.SendRaw(ctx, []byte(tc.frame)); err != nil {
+			t.Fatal(err)
+		}
+		f := expectError(t, c, tc.code)
+		if strings.Contains(tc.frame, "client_msg_id") && f.Ref == "" {
+			t.Errorf("error for %s carries no ref", tc.frame)
+		}
+	}
+	if err := c.WS().Write(ctx, websocket.MessageBinary, []byte(`{"type":"join","room":"general"}`)); err != nil {
+		t.Fatal(err)
+	}
+	expectError(t, c, protocol.CodeBinaryUnsupported)
+
+	// Still open, and still useful; the other client never noticed.
+	join(t, c, "general")
+	sendText(t, c, "general", "still here", "x-5")
+	if m := next(t, other, protocol.TypeMessage); m.Text != "still here" {
+		t.Fatalf("other client got %s", m.Raw)
+	}
+}
+
+func TestOversizedFrameClosesWith1009(t *testing.T) {
+	g := newGateway(t, gateway.Options{MaxFrameBytes: 1024})
+	c := dial(t, g.URL, "mallory")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.SendRaw(ctx, []byte(`{"type":"send","text":"`+strings.Repeat("x", 2000)+`"}`))
+	expectClose(t, c, websocket.StatusMessageTooBig)
+}
+
+func TestInvalidUTF8ClosesWith1007(t *testing.T) {
+	g := newGateway(t, gateway.Options{})
+	c := dial(t, g.URL, "mallory")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.SendRaw(ctx, []byte("{\"type\":\"join\",\"room\":\"gen\xff\"}")); err != nil {
+		t.Fatal(err)
+	}
+	expectClose(t, c, websocket.StatusInvalidFramePayloadData)
+}
+
+func TestRateLimit(t *testing.T) {
+	g := newGateway(t, gateway.Options{SendRate: 1, SendBurst: 2})
+	c := dial(t, g.URL, "fast")
+	join(t, c, "general")
+	for i := range 3 {
+		sendText(t, c, "general", "x", fmt.Sprint("f-", i))
+	}
+	next(t, c, protocol.TypeAck)
+	next(t, c, protocol.TypeAck)
+	if f := expectError(t, c, protocol.CodeRateLimited); f.Ref != "f-2" {
+		t.Fatalf("rate limit error %s", f.Raw)
+	}
+}
+
+func TestLeaveStopsDelivery(t *testing.T) {
+	g := newGateway(t, gateway.Options{})
+	alice, bob := dial(t, g.URL, "alice"), dial(t, g.URL, "bob")
+	join(t, alice, "general")
+	join(t, alice, "random")
+	join(t, bob, "general")
+	join(t, bob, "random")
+	send(t, bob, map[string]any{"type": "leave", "room": "general"})
+	if f := next(t, bob, protocol.TypeLeft); f.Room != "general" {
+		t.Fatalf("left %s", f.Raw)
+	}
+	sendText(t, alice, "general", "to general", "a-1")
+	sendText(t, alice, "random", "to random", "a-2")
+	if m := next(t, bob, protocol.TypeMessage); m.Room != "random" {
+		t.Fatalf("bob got %s after leaving general", m.Raw)
+	}
+}
+
+func TestSlowClientIsClosedWith1013AndOthersKeepUp(t *testing.T) {
+	g := newGateway(t, gateway.Options{SendQueueBytes: 64 << 10, SendRate: 1e6, SendBurst: 1e6})
+	slow := dial(t, g.URL, "slow") // never reads after joining
+	join(t, slow, "general")
+	fast := dial(t, g.URL, "fast")
+	join(t, fast, "general")
+	sender := dial(t, g.URL, "sender")
+	join(t, sender, "general")
+
+	// Enough bytes to fill the kernel's socket buffers and then the
+	// slow client's queue.
+	const n = 4000
+	text := strings.Repeat("x", 3000)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		// One send at a time, each waiting for its ack: the sender reads
+		// its own frames and keeps up, like the fast client.
+		for i := range n {
+			if err := sender.Send(ctx, map[string]any{"type": "send", "room": "general", "text": text, "client_msg_id": fmt.Sprint("s-", i)}); err != nil {
+				done <- err
+				return
+			}
+			if _, err := sender.NextOf(ctx, protocol.TypeAck); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for want := int64(1); want <= n; {
+		f, err := fast.NextOf(ctx, protocol.TypeMessage)
+		if err != nil {
+			t.Fatalf("fast client after seq %d: %v", want-1, err)
+		}
+		if f.Seq != want {
+			t.Fatalf("fast client got seq %d, want %d", f.Seq, want)
+		}
+		want++
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	expectClose(t, slow, websocket.StatusTryAgainLater)
+}
+
+func TestUnresponsivePeerIsReaped(t *testing.T) {
+	g := newGateway(t, gateway.Options{PingInterval: time.Second, PongTimeout: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// A client that never reads never answers pings.
+	c, _, err := client.Dial(ctx, g.URL, client.Options{Name: "ghost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	live := dial(t, g.URL, "live")
+	go func() {
+		for {
+			if _, err := live.Next(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	for g.Connections() != 1 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d connections; the unresponsive one was not reaped", g.Connections())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func TestDrainClosesClientsWith1012(t *testing.T) {
+	g := newGateway(t, gateway.Options{DrainBatch: 2})
+	var conns []*client.Conn
+	for i := range 5 {
+		c := dial(t, g.URL, fmt.Sprint("u", i))
+		join(t, c, "general")
+		conns = append(conns, c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	drained := make(chan error, 1)
+	go func() { drained <- g.Drain(ctx) }()
+	for _, c := range conns {
+		expectClose(t, c, websocket.StatusServiceRestart)
+	}
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(g.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("readyz while drained: %d", resp.StatusCode)
+	}
+	if _, resp, err := client.Dial(ctx, g.URL, client.Options{Name: "late"}); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("new connection while drained: %v, %v", resp, err)
+	}
+}
+
+func TestHandshake(t *testing.T) {
+	g := newGateway(t, gateway.Options{AllowedOrigins: []string{"chat.example.com"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	if _, resp, err := client.Dial(ctx, g.URL, client.Options{}); err == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("guest without a name: %v", err)
+	}
+	foreign := http.Header{"Origin": {"https://evil.example.net"}}
+	if _, resp, err := client.Dial(ctx, g.URL, client.Options{Name: "a", Header: foreign}); err == nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("foreign origin: %v", err)
+	}
+	allowed := http.Header{"Origin": {"https://chat.example.com"}}
+	c, _, err := client.Dial(ctx, g.URL, client.Options{Name: "a", Header: allowed})
+	if err != nil {
+		t.Fatalf("allowed origin: %v", err)
+	}
+	c.CloseNow()
+
+	// The same key is the same guest; no key, a new one each time.
+	id := func(key string) string {
+		c, _, err := client.Dial(ctx, g.URL, client.Options{Name: "Ann", Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		w, err := c.Next(ctx)
+		if err != nil || !w.Guest {
+			t.Fatalf("welcome %+v, %v", w, err)
+		}
+		return w.User.ID
+	}
+	if a, b := id("0123456789abcdef0123"), id("0123456789abcdef0123"); a != b {
+		t.Errorf("same key, ids %s and %s", a, b)
+	}
+	if a, b := id(""), id(""); a == b {
+		t.Errorf("no key, same id %s twice", a)
+	}
+}
+
+func TestHTTPEndpoints(t *testing.T) {
+	g := newGateway(t, gateway.Options{})
+	for _, tc := range []struct {
+		path   string
+		status int
+		header string
+	}{
+		{"/healthz", 200, ""},
+		{"/readyz", 200, ""},
+		{"/metrics", 200, ""},
+		{"/", 200, "Content-Security-Policy"},
+	} {
+		resp, err := http.Get(g.URL + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s: %d %s", tc.path, resp.StatusCode, body)
+		}
+		if resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("X-Parley-Gateway") != "gw-test" {
+			t.Errorf("%s: headers %v", tc.path, resp.Header)
+		}
+		if tc.header != "" && !strings.Contains(resp.Header.Get(tc.header), "script-src 'self'") {
+			t.Errorf("%s: %s is %q", tc.path, tc.header, resp.Header.Get(tc.header))
+		}
+	}
+}

@@ -1,0 +1,63 @@
+package gateway
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the gateway's Prometheus collectors. They are registered on
+// the registry the gateway is given, never on a global one, so that two
+// gateways can live in one test process.
+type metrics struct {
+	connections prometheus.Gauge
+	joins       prometheus.Counter
+	framesIn    prometheus.Counter
+	framesOut   prometheus.Counter
+	messagesOut prometheus.Counter
+	sends       prometheus.Counter
+	sendSeconds prometheus.Histogram
+	errors      *prometheus.CounterVec
+	slowClosed  prometheus.Counter
+	deadClosed  prometheus.Counter
+	pingRTT     prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_connections", Help: "Open WebSocket connections.",
+		}),
+		joins: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_joins_total", Help: "Rooms joined.",
+		}),
+		framesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_frames_in_total", Help: "WebSocket messages received from clients.",
+		}),
+		framesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_frames_out_total", Help: "WebSocket messages written to clients (each may carry several frames).",
+		}),
+		messagesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_objects_out_total", Help: "Protocol frames written to clients.",
+		}),
+		sends: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_sends_total", Help: "Chat messages accepted for storing and publishing.",
+		}),
+		sendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_send_seconds", Help: "Time from a send to its ack: store append plus publisher confirm.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_errors_total", Help: "Error frames sent to clients, by code.",
+		}, []string{"code"}),
+		slowClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_slow_clients_closed_total", Help: "Clients closed with 1013 because their send queue was full.",
+		}),
+		deadClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_dead_clients_closed_total", Help: "Clients closed because they did not answer a ping.",
+		}),
+		pingRTT: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_ping_rtt_seconds", Help: "WebSocket ping round trips.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+	}
+	reg.MustRegister(m.connections, m.joins, m.framesIn, m.framesOut, m.messagesOut, m.sends, m.sendSeconds,
+		m.errors, m.slowClosed, m.deadClosed, m.pingRTT)
+	return m
+}

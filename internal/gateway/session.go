@@ -1,0 +1,275 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/parleychat/parley/internal/auth"
+	"github.com/parleychat/parley/internal/hub"
+	"github.com/parleychat/parley/internal/protocol"
+	"github.com/parleychat/parley/internal/store"
+)
+
+// loggedBadFrames is how many bad frames of one connection are logged one by
+// one; the rest are counted and summed up when it closes, so a client
+// flooding garbage cannot flood the log.
+const loggedBadFrames = 3
+
+// resumePage is the most messages a resuming join carries in one frame; the
+// client fetches the rest with history "after".
+const resumePage = 500
+
+// serveWS upgrades the request and serves the connection until it ends.
+func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	if g.draining.Load() {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "gateway is shutting down; reconnect", http.StatusServiceUnavailable)
+		return
+	}
+	who, err := g.auth.Authenticate(r)
+	if err != nil {
+		status := http.StatusUnauthorized
+		var ae *auth.Error
+		if errors.As(err, &ae) {
+			status = ae.Status
+		}
+		g.log.Info("handshake refused", "status", status, "err", err, "remote", r.RemoteAddr)
+		http.Error(w, err.Error(), status)
+		return
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: g.opts.AllowedOrigins})
+	if err != nil {
+		// Accept has answered already (403 for a foreign Origin, 400 for a
+		// request that is no WebSocket handshake).
+		g.log.Info("websocket upgrade refused", "err", err, "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+		return
+	}
+	ws.SetReadLimit(g.opts.MaxFrameBytes)
+
+	c := &conn{
+		g:     g,
+		ws:    ws,
+		who:   who,
+		ctx:   g.ctx,
+		sends: rate.NewLimiter(rate.Limit(g.opts.SendRate), g.opts.SendBurst),
+		subs:  make(map[string]*hub.Subscription),
+	}
+	if !g.register(c) {
+		_ = ws.Close(websocket.StatusServiceRestart, "gateway is shutting down")
+		return
+	}
+	defer g.unregister(c)
+
+	c.send(protocol.Encode(protocol.TypeWelcome, protocol.Welcome{User: who.User, Gateway: g.opts.ID, Guest: who.Guest}))
+	err = c.readLoop()
+	for _, s := range c.subs {
+		s.Close()
+	}
+	c.logEnd(err)
+	c.close(websocket.StatusNormalClosure, "")
+	c.done.Wait()
+}
+
+// readLoop reads and handles the client's frames until the connection ends.
+func (c *conn) readLoop() error {
+	for {
+		typ, data, err := c.ws.Read(c.ctx)
+		if err != nil {
+			return err
+		}
+		c.g.metrics.framesIn.Inc()
+		if typ != websocket.MessageText {
+			c.reject(protocol.Errorf(protocol.CodeBinaryUnsupported, "send JSON as text frames"), "")
+			continue
+		}
+		// The library does not check text frames for UTF-8; the protocol
+		// requires it (RFC 6455 section 8.1).
+		if !utf8.Valid(data) {
+			c.g.log.Info("closing client that sent invalid UTF-8", "user", c.who.User.ID)
+			c.close(websocket.StatusInvalidFramePayloadData, "text frame is not valid UTF-8")
+			return nil
+		}
+		req, err := protocol.DecodeRequest(data, c.g.opts.Limits)
+		if err != nil {
+			c.reject(err.(*protocol.Error), "")
+			continue
+		}
+		switch req.Type {
+		case protocol.TypeJoin:
+			c.join(req)
+		case protocol.TypeLeave:
+			c.leave(req)
+		case protocol.TypeSend:
+			c.publish(req)
+		case protocol.TypeHistory:
+			c.history(req)
+		}
+	}
+}
+
+// reject answers a bad frame with an error frame; the connection stays open.
+func (c *conn) reject(e *protocol.Error, room string) {
+	c.badFrames++
+	c.g.metrics.errors.WithLabelValues(e.Code).Inc()
+	if c.badFrames <= loggedBadFrames {
+		c.g.log.Info("bad frame", "user", c.who.User.ID, "code", e.Code, "err", e.Message)
+	}
+	c.send(protocol.EncodeError(e, room))
+}
+
+// fail answers a frame the gateway could not serve (not the client's fault).
+func (c *conn) fail(code, message, ref, room string) {
+	c.g.metrics.errors.WithLabelValues(code).Inc()
+	c.send(protocol.EncodeError(&protocol.Error{Code: code, Message: message, Ref: ref}, room))
+}
+
+func (c *conn) logEnd(err error) {
+	status := websocket.CloseStatus(err)
+	switch {
+	case err == nil, status == websocket.StatusNormalClosure, status == websocket.StatusGoingAway,
+		errors.Is(err, context.Canceled):
+		c.g.log.Debug("connection closed", "user", c.who.User.ID, "status", status)
+	case status == websocket.StatusMessageTooBig || errors.Is(err, websocket.ErrMessageTooBig):
+		c.g.log.Info("closed client that sent an oversized frame", "user", c.who.User.ID)
+	default:
+		c.g.log.Debug("connection ended", "user", c.who.User.ID, "err", err)
+	}
+	if c.badFrames > loggedBadFrames {
+		c.g.log.Info("client sent bad frames", "user", c.who.User.ID, "count", c.badFrames)
+	}
+}
+
+func (c *conn) join(req protocol.Request) {
+	if old := c.subs[req.Room]; old != nil {
+		// A repeated join resynchronises: start over with fresh history.
+		old.Close()
+		delete(c.subs, req.Room)
+	}
+	if len(c.subs) >= c.g.opts.MaxRoomsPerConn {
+		c.reject(protocol.Errorf(protocol.CodeTooManyRooms, "a connection may join at most %d rooms", c.g.opts.MaxRoomsPerConn), req.Room)
+		return
+	}
+	// Subscribe before reading history, so that nothing published between the
+	// read and the subscription is missed (see hub.Subscription.Start).
+	sub := c.g.hub.Subscribe(req.Room, c)
+	joined, err := c.g.loadJoin(c.ctx, req)
+	if err != nil {
+		sub.Close()
+		c.g.log.Warn("join: history read failed", "room", req.Room, "err", err)
+		c.fail(protocol.CodeUnavailable, "room history is unavailable; join again", "", req.Room)
+		return
+	}
+	c.subs[req.Room] = sub
+	c.g.metrics.joins.Inc()
+	sub.Start(protocol.Encode(protocol.TypeJoined, joined), joined.Epoch, joined.Seq)
+}
+
+// loadJoin reads what a join answers with: the newest messages, or for a
+// resume everything after "since" that fits in one frame.
+func (g *Gateway) loadJoin(ctx context.Context, req protocol.Request) (protocol.Joined, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.opts.StoreTimeout)
+	defer cancel()
+	if req.HasSince {
+		page, err := g.store.After(ctx, req.Room, req.Since, resumePage)
+		if err != nil {
+			return protocol.Joined{}, err
+		}
+		if resumable(req, page) {
+			more := len(page.Messages) == resumePage && page.Messages[len(page.Messages)-1].Seq < page.Seq
+			return joinedFrom(req.Room, page, true, more), nil
+		}
+		page, err = g.store.Recent(ctx, req.Room, g.opts.JoinHistory)
+		if err != nil {
+			return protocol.Joined{}, err
+		}
+		return joinedFrom(req.Room, page, false, false), nil
+	}
+	page, err := g.store.Recent(ctx, req.Room, g.opts.JoinHistory)
+	if err != nil {
+		return protocol.Joined{}, err
+	}
+	return protocol.Joined{Room: req.Room, Epoch: page.Epoch, Seq: page.Seq, Messages: page.Messages}, nil
+}
+
+// resumable reports whether page, read after req.Since, holds everything the
+// client missed: the same epoch, a since the room has reached, and no
+// messages lost to retention in between.
+func resumable(req protocol.Request, page store.Page) bool {
+	switch {
+	case req.Epoch != page.Epoch:
+		return false
+	case req.Since > page.Seq:
+		return false // the client claims seqs this epoch never had
+	case len(page.Messages) == 0:
+		return req.Since == page.Seq
+	default:
+		return page.Messages[0].Seq == req.Since+1
+	}
+}
+
+func joinedFrom(room string, page store.Page, recovered, more bool) protocol.Joined {
+	return protocol.Joined{Room: room, Epoch: page.Epoch, Seq: page.Seq, Messages: page.Messages, Recovered: &recovered, More: more}
+}
+
+func (c *conn) leave(req protocol.Request) {
+	if s := c.subs[req.Room]; s != nil {
+		s.Close()
+		delete(c.subs, req.Room)
+	}
+	c.send(protocol.Encode(protocol.TypeLeft, protocol.Left{Room: req.Room}))
+}
+
+// publish is the send path: store (which numbers the message), publish (the
+// broker confirms), then ack. The message itself reaches the sender like
+// everyone else, through the broker and the hub.
+func (c *conn) publish(req protocol.Request) {
+	if c.subs[req.Room] == nil {
+		c.reject(&protocol.Error{Code: protocol.CodeNotJoined, Message: "join the room before sending to it", Ref: req.ClientMsgID}, req.Room)
+		return
+	}
+	if !c.sends.Allow() {
+		c.reject(&protocol.Error{Code: protocol.CodeRateLimited, Message: "slow down: too many messages", Ref: req.ClientMsgID}, req.Room)
+		return
+	}
+	c.g.metrics.sends.Inc()
+	start := time.Now()
+	ack, err := c.g.post(c.ctx, protocol.Message{Room: req.Room, User: c.who.User, Text: req.Text, ClientMsgID: req.ClientMsgID})
+	if err != nil {
+		c.g.log.Warn("send failed", "room", req.Room, "user", c.who.User.ID, "err", err)
+		c.fail(protocol.CodeUnavailable, "the message could not be delivered; retry with the same client_msg_id", req.ClientMsgID, req.Room)
+		return
+	}
+	c.g.metrics.sendSeconds.Observe(time.Since(start).Seconds())
+	c.send(protocol.Encode(protocol.TypeAck, ack))
+}
+
+func (c *conn) history(req protocol.Request) {
+	if c.subs[req.Room] == nil {
+		c.reject(protocol.Errorf(protocol.CodeNotJoined, "join the room before asking for its history"), req.Room)
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.g.opts.StoreTimeout)
+	defer cancel()
+	var page store.Page
+	var err error
+	switch {
+	case req.HasBefore:
+		page, err = c.g.store.Before(ctx, req.Room, req.Before, req.Limit)
+	case req.HasAfter:
+		page, err = c.g.store.After(ctx, req.Room, req.After, req.Limit)
+	default:
+		page, err = c.g.store.Recent(ctx, req.Room, req.Limit)
+	}
+	if err != nil {
+		c.g.log.Warn("history read failed", "room", req.Room, "err", err)
+		c.fail(protocol.CodeUnavailable, "room history is unavailable; try again", "", req.Room)
+		return
+	}
+	c.send(protocol.Encode(protocol.TypeHistory, protocol.History{Room: req.Room, Epoch: page.Epoch, Seq: page.Seq, Messages: page.Messages}))
+}

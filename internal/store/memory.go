@@ -50,7 +50,7 @@ var _ Store = (*Memory)(nil)
 type memRoom struct {
 	epoch string
 	seq   int64
-	last  time.Time // of the newest append
+	last  time.Time // TS of the newest append
 	msgs  []protocol.Message
 	dedup map[dedupKey]int64 // -> seq, for messages still retained
 }
@@ -88,7 +88,7 @@ func (s *Memory) Append(_ context.Context, m protocol.Message) (protocol.Message
 	}
 	r.seq++
 	m.Seq, m.Epoch, m.ID, m.TS = r.seq, r.epoch, NewID(now), now.UTC().Truncate(time.Millisecond)
-	r.last = now
+	r.last = m.TS
 	r.msgs = append(r.msgs, m)
 	if m.ClientMsgID != "" {
 		r.dedup[dedupKey{m.User.ID, m.ClientMsgID}] = m.Seq
@@ -171,6 +171,31 @@ func (s *Memory) page(room string, pick func([]protocol.Message) []protocol.Mess
 		return Page{Messages: []protocol.Message{}}
 	}
 	return Page{Epoch: r.epoch, Seq: r.seq, Messages: append([]protocol.Message{}, pick(r.msgs)...)}
+}
+
+// Rooms implements Store. It visits every room, which is fine for the
+// embedded store's scale; ties in activity are broken by name, descending, as
+// the Redis store's sorted set breaks them.
+func (s *Memory) Rooms(_ context.Context, limit int) ([]RoomInfo, error) {
+	out := []RoomInfo{}
+	if limit <= 0 {
+		return out, nil
+	}
+	now := s.now()
+	s.mu.Lock()
+	for name := range s.rooms {
+		if r := s.roomLocked(name, now); r != nil {
+			out = append(out, RoomInfo{Room: name, Seq: r.seq, LastActivity: r.last})
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].LastActivity.Equal(out[j].LastActivity) {
+			return out[i].LastActivity.After(out[j].LastActivity)
+		}
+		return out[i].Room > out[j].Room
+	})
+	return out[:min(len(out), limit)], nil
 }
 
 // Ping implements Store; memory is always there.

@@ -10,6 +10,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"github.com/parleychat/parley/internal/protocol"
 )
@@ -39,8 +40,26 @@ type Store interface {
 	// first.
 	Before(ctx context.Context, room string, before int64, limit int) (Page, error)
 
+	// Rooms lists up to limit rooms whose history is still retained, most
+	// recently active first, so that operators and the stats API can see
+	// where people are talking without scanning every key. A limit of zero
+	// or less returns an empty list.
+	Rooms(ctx context.Context, limit int) ([]RoomInfo, error)
+
 	// Ping reports whether the store can be reached.
 	Ping(ctx context.Context) error
+}
+
+// RoomInfo is one entry of Rooms: a room that still has history.
+type RoomInfo struct {
+	// Room is the room's name.
+	Room string
+	// Seq is the room's latest seq when it was listed.
+	Seq int64
+	// LastActivity is when the room was last appended to (UTC, millisecond
+	// precision). A room idle for longer than Retention.MaxAge is no longer
+	// listed: its history is gone.
+	LastActivity time.Time
 }
 
 // Page is a slice of a room's history together with the room's state when it

@@ -1,0 +1,14 @@
+package redisstore
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the package's tests if any goroutine outlives them: a Store
+// that is closed must leave nothing running (pool reapers, dialers, test
+// proxies included).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}

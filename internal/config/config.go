@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"maps"
 	"net/url"
+	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
@@ -95,12 +97,38 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: environ})
 	if err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
+		return Config{}, fmt.Errorf("config: %w", nameVariables(err))
 	}
 	if err := cfg.check(); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	return cfg, nil
+}
+
+// nameVariables rewrites the env library's parse errors, which name Go
+// fields, to name the variables a user actually set.
+func nameVariables(err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	t := reflect.TypeFor[Config]()
+	var errs []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if !errors.As(e, &pe) {
+			errs = append(errs, e)
+			continue
+		}
+		f, ok := t.FieldByName(pe.Name)
+		if !ok {
+			errs = append(errs, e)
+			continue
+		}
+		key, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		errs = append(errs, fmt.Errorf("%s: %w", key, pe.Err))
+	}
+	return errors.Join(errs...)
 }
 
 // Keys returns the name of every environment variable Config reads.

@@ -1,0 +1,81 @@
+package config_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/internal/config"
+)
+
+func load(env map[string]string) (config.Config, error) {
+	return config.Load(func(k string) string { return env[k] })
+}
+
+func TestDefaultsAreTheEmbeddedSetup(t *testing.T) {
+	cfg, err := load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Addr != ":8080" || cfg.AMQPURL != "" || cfg.RedisURL != "" || cfg.AMQPExchange != "parley.messages" ||
+		cfg.RedisPrefix != "parley:" || cfg.HistoryMaxAge != 168*time.Hour || cfg.PingInterval != 25*time.Second {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestReadsVariables(t *testing.T) {
+	cfg, err := load(map[string]string{
+		"PARLEY_ADDR":            "127.0.0.1:9000",
+		"PARLEY_AMQP_URL":        "amqp://guest:guest@127.0.0.1:5672/",
+		"PARLEY_REDIS_URL":       "redis://127.0.0.1:6379/0",
+		"PARLEY_ALLOWED_ORIGINS": "chat.example.com,*.example.org",
+		"PARLEY_SEND_RATE":       "2.5",
+		"PARLEY_PING_INTERVAL":   "5s",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Addr != "127.0.0.1:9000" || len(cfg.AllowedOrigins) != 2 || cfg.AllowedOrigins[1] != "*.example.org" ||
+		cfg.SendRate != 2.5 || cfg.PingInterval != 5*time.Second {
+		t.Fatalf("parsed: %+v", cfg)
+	}
+}
+
+func TestRejectsBadConfiguration(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"PARLEY_AMQP_URL": "amqp://127.0.0.1/"}, "PARLEY_REDIS_URL"},
+		{map[string]string{"PARLEY_AMQP_URL": "http://x", "PARLEY_REDIS_URL": "redis://x"}, "PARLEY_AMQP_URL"},
+		{map[string]string{"PARLEY_REDIS_URL": "mysql://x"}, "PARLEY_REDIS_URL"},
+		{map[string]string{"PARLEY_SEND_RATE": "0"}, "PARLEY_SEND_RATE"},
+		{map[string]string{"PARLEY_SEND_RATE": "fast"}, "PARLEY_SEND_RATE"},
+		{map[string]string{"PARLEY_MAX_FRAME_BYTES": "-1"}, "PARLEY_MAX_FRAME_BYTES"},
+		{map[string]string{"PARLEY_MAX_TEXT_BYTES": "20000"}, "PARLEY_MAX_TEXT_BYTES"},
+		{map[string]string{"PARLEY_JOIN_HISTORY": "501"}, "PARLEY_JOIN_HISTORY"},
+		{map[string]string{"PARLEY_PING_INTERVAL": "soon"}, "PARLEY_PING_INTERVAL"},
+		{map[string]string{"PARLEY_LOG_LEVEL": "loud"}, "PARLEY_LOG_LEVEL"},
+		{map[string]string{"PARLEY_LOG_FORMAT": "xml"}, "PARLEY_LOG_FORMAT"},
+	} {
+		_, err := load(tc.env)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want an error naming %s", tc.env, err, tc.want)
+		}
+	}
+}
+
+// TestEveryVariableIsDocumented keeps the README's configuration table
+// complete: a variable Config reads but the README does not mention fails.
+func TestEveryVariableIsDocumented(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range config.Keys() {
+		if !strings.Contains(string(readme), "| `"+k+"` |") {
+			t.Errorf("README.md's configuration table has no row for %s", k)
+		}
+	}
+}

@@ -151,7 +151,7 @@ func New(deps Deps, opts Options) *Gateway {
 	nb := max(1, int(opts.PingInterval/time.Second))
 	g := &Gateway{
 		opts:    opts,
-		log:     deps.Logger.With("gateway", opts.ID),
+		log:     deps.Logger,
 		hub:     deps.Hub,
 		store:   deps.Store,
 		broker:  deps.Broker,

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -558,5 +559,75 @@ func TestHTTPEndpoints(t *testing.T) {
 		if tc.header != "" && !strings.Contains(resp.Header.Get(tc.header), "script-src 'self'") {
 			t.Errorf("%s: %s is %q", tc.path, tc.header, resp.Header.Get(tc.header))
 		}
+	}
+}
+
+func TestHistoryAPI(t *testing.T) {
+	g := newGateway(t, gateway.Options{})
+	alice := dial(t, g.URL, "alice")
+	join(t, alice, "general")
+	join(t, alice, "random")
+	for i := range 6 {
+		sendText(t, alice, "general", fmt.Sprint("m", i), fmt.Sprint("g-", i))
+		next(t, alice, protocol.TypeAck)
+	}
+	sendText(t, alice, "random", "r", "r-1")
+	next(t, alice, protocol.TypeAck)
+
+	get := func(path string, status int, v any) {
+		t.Helper()
+		resp, err := http.Get(g.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != status {
+			body, _ := io.ReadAll(resp.Body)
+			t.Fatalf("GET %s: %d %s, want %d", path, resp.StatusCode, body, status)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+	}
+	var rooms struct {
+		Rooms []struct {
+			Room string
+			Seq  int64
+		}
+	}
+	get("/api/rooms", 200, &rooms)
+	seqs := map[string]int64{}
+	for _, r := range rooms.Rooms {
+		seqs[r.Room] = r.Seq
+	}
+	if len(rooms.Rooms) != 2 || seqs["general"] != 6 || seqs["random"] != 1 {
+		t.Fatalf("rooms %+v", rooms)
+	}
+	var h client.Frame
+	get("/api/rooms/general/messages?before=5&limit=2", 200, &h)
+	if len(h.Messages) != 2 || h.Messages[0].Seq != 3 || h.Seq != 6 || h.Epoch == "" {
+		t.Fatalf("before=5: %+v", h)
+	}
+	h = client.Frame{}
+	get("/api/rooms/general/messages?after=4", 200, &h)
+	if len(h.Messages) != 2 || h.Messages[1].Text != "m5" {
+		t.Fatalf("after=4: %+v", h)
+	}
+	h = client.Frame{}
+	get("/api/rooms/nobody-here/messages", 200, &h)
+	if len(h.Messages) != 0 || h.Seq != 0 {
+		t.Fatalf("empty room: %+v", h)
+	}
+	for _, bad := range []string{"?before=0", "?after=-1", "?limit=101", "?limit=x", "?before=1&after=2", "?before="} {
+		var e client.Frame
+		get("/api/rooms/general/messages"+bad, 400, &e)
+		if e.Code != protocol.CodeBadRequest {
+			t.Errorf("%s: %+v", bad, e)
+		}
+	}
+	var e client.Frame
+	get("/api/rooms/bad%20room/messages", 400, &e)
+	if e.Code != protocol.CodeBadRoom {
+		t.Errorf("bad room: %+v", e)
 	}
 }

@@ -7,11 +7,17 @@
 package testenv
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
 )
 
 // AMQPURL returns the RabbitMQ URL for tests: $PARLEY_TEST_AMQP_URL, or the
@@ -49,4 +55,66 @@ func Unique(tb testing.TB) string {
 		name = name[:40]
 	}
 	return "test." + name + "." + hex.EncodeToString(b[:])
+}
+
+// Isolated returns a Redis key prefix and an AMQP exchange name that no
+// other test uses, and removes what the test left under them (keys, the
+// durable exchange) when it ends, so that repeated runs do not pile up state
+// on the shared servers.
+func Isolated(tb testing.TB) (prefix, exchange string) {
+	tb.Helper()
+	name := Unique(tb)
+	prefix, exchange = name+":", name
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := DeleteKeys(ctx, prefix); err != nil {
+			tb.Errorf("clean up redis keys %s*: %v", prefix, err)
+		}
+		if err := DeleteExchange(exchange); err != nil {
+			tb.Errorf("clean up exchange %s: %v", exchange, err)
+		}
+	})
+	return prefix, exchange
+}
+
+// DeleteKeys deletes every Redis key that starts with prefix.
+func DeleteKeys(ctx context.Context, prefix string) error {
+	opt, err := redis.ParseURL(RedisURL())
+	if err != nil {
+		return err
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		return fmt.Errorf("scan: %w", err)
+	}
+	for len(keys) > 0 {
+		n := min(len(keys), 500)
+		if err := rdb.Unlink(ctx, keys[:n]...).Err(); err != nil {
+			return fmt.Errorf("unlink: %w", err)
+		}
+		keys = keys[n:]
+	}
+	return nil
+}
+
+// DeleteExchange deletes an AMQP exchange (and with it its bindings).
+func DeleteExchange(name string) error {
+	conn, err := amqp.Dial(AMQPURL())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	return ch.ExchangeDelete(name, false, false)
 }

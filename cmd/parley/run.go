@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/parleychat/parley/internal/auth"
+	"github.com/parleychat/parley/internal/broker"
+	"github.com/parleychat/parley/internal/broker/amqpbroker"
+	"github.com/parleychat/parley/internal/config"
+	"github.com/parleychat/parley/internal/gateway"
+	"github.com/parleychat/parley/internal/hub"
+	"github.com/parleychat/parley/internal/protocol"
+	"github.com/parleychat/parley/internal/store"
+	"github.com/parleychat/parley/internal/store/redisstore"
+	"github.com/parleychat/parley/web"
+)
+
+// run wires a gateway from its configuration and serves until ctx ends or
+// SIGINT/SIGTERM arrives, then shuts down in order: drain the clients (they
+// reconnect elsewhere), stop the HTTP server, stop consuming, let in-flight
+// publishes be confirmed, close the broker and store connections.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 1 {
+		return fmt.Errorf("unknown arguments %q: parley is configured by PARLEY_* environment variables (see README.md)", args[1:])
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	if cfg.GatewayID == "" {
+		cfg.GatewayID = defaultGatewayID()
+	}
+	log = log.With("gateway", cfg.GatewayID)
+
+	ret := store.Retention{MaxLen: cfg.HistoryMaxLen, MaxAge: cfg.HistoryMaxAge}
+	var st store.Store
+	if cfg.RedisURL == "" {
+		st = store.NewMemory(ret, nil)
+		log.Info("using the in-memory store: history lives as long as this process")
+	} else {
+		rs, err := redisstore.New(ctx, redisstore.Config{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Retention: ret})
+		if err != nil {
+			return fmt.Errorf("connect to redis: %w", err)
+		}
+		defer rs.Close()
+		st = rs
+	}
+
+	var br broker.Broker
+	closeBroker := func(context.Context) error { return nil }
+	if cfg.AMQPURL == "" {
+		br = &broker.Memory{}
+		log.Info("using the in-process broker: this gateway is on its own")
+	} else {
+		ab, err := amqpbroker.New(amqpbroker.Config{
+			URL: cfg.AMQPURL, Exchange: cfg.AMQPExchange, GatewayID: cfg.GatewayID, Logger: log,
+		})
+		if err != nil {
+			return fmt.Errorf("rabbitmq: %w", err)
+		}
+		br, closeBroker = ab, ab.Close
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	h := hub.New(hub.Config{}, st, log)
+	gw := gateway.New(gateway.Deps{
+		Logger: log, Hub: h, Store: st, Broker: br, Auth: auth.Guest{}, Web: web.Files, Registry: reg,
+	}, gateway.Options{
+		ID:              cfg.GatewayID,
+		AllowedOrigins:  cfg.AllowedOrigins,
+		MaxFrameBytes:   cfg.MaxFrameBytes,
+		Limits:          protocol.Limits{MaxTextBytes: cfg.MaxTextBytes},
+		SendQueueBytes:  cfg.SendQueueBytes,
+		SendRate:        cfg.SendRate,
+		SendBurst:       cfg.SendBurst,
+		MaxRoomsPerConn: cfg.MaxRoomsPerConn,
+		JoinHistory:     cfg.JoinHistory,
+		PingInterval:    cfg.PingInterval,
+		PongTimeout:     cfg.PongTimeout,
+		WriteTimeout:    cfg.WriteTimeout,
+	})
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           gw.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+
+	// Background work runs until shutdown is complete, not until the signal:
+	// the hub must keep delivering while clients drain.
+	bg, stopBg := context.WithCancel(context.Background())
+	defer stopBg()
+	var wg sync.WaitGroup
+	consumeErr := make(chan error, 1)
+	wg.Go(func() { h.Run(bg) })
+	wg.Go(func() { gw.Run(bg) })
+	wg.Go(func() { consumeErr <- br.Consume(bg, h) })
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	fmt.Fprintf(stdout, "parley %s listening on http://%s\n", cfg.GatewayID, ln.Addr())
+	log.Info("listening", "addr", ln.Addr().String())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	case err := <-serveErr:
+		runErr = fmt.Errorf("http server: %w", err)
+	case err := <-consumeErr:
+		runErr = fmt.Errorf("consume: %w", err)
+	}
+
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := gw.Drain(sctx); err != nil {
+		log.Warn("drain incomplete", "err", err)
+	}
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown incomplete", "err", err)
+	}
+	stopBg()
+	wg.Wait()
+	if err := closeBroker(sctx); err != nil {
+		log.Warn("broker close incomplete", "err", err)
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // checked by config.Load
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// defaultGatewayID names a gateway after its host, with a suffix so that
+// replicas sharing a host name (or restarts of one) are told apart.
+func defaultGatewayID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "gateway"
+	}
+	var b [2]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
+}

@@ -156,7 +156,7 @@ func newBroker(cfg Config, randN func(int64) int64) (*Broker, error) {
 	life, stop := context.WithCancel(context.Background())
 	b := &Broker{
 		cfg:        cfg,
-		log:        cfg.Logger.With("gateway", cfg.GatewayID, "exchange", cfg.Exchange),
+		log:        cfg.Logger.With("exchange", cfg.Exchange),
 		backoff:    backoff{base: cfg.BackoffBase, cap: cfg.BackoffCap, randN: randN},
 		life:       life,
 		stop:       stop,

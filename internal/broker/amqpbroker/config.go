@@ -62,8 +62,9 @@ type Config struct {
 	// value: DefaultQueueMaxLength.
 	QueueMaxLength int
 
-	// Logger receives link state changes and reconnect attempts. Zero
-	// value: logs are discarded.
+	// Logger receives link state changes and reconnect attempts; it should
+	// already name the gateway (the broker adds the exchange). Zero value:
+	// logs are discarded.
 	Logger *slog.Logger
 
 	// BackoffBase and BackoffCap bound the reconnect delays: before attempt

@@ -88,8 +88,11 @@ ensure_packages() {
 	local missing=()
 	command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 	command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+	# Debian's nodejs package installs both node and nodejs; the browser
+	# client's logic is tested with node's built-in test runner.
+	command -v node >/dev/null 2>&1 || missing+=(nodejs)
 	if [ ${#missing[@]} -eq 0 ]; then
-		echo "nginx: $(command -v nginx) ($(nginx -v 2>&1)); chromium: $(command -v chromium)"
+		echo "nginx: $(command -v nginx) ($(nginx -v 2>&1)); chromium: $(command -v chromium); node: $(node --version)"
 		return
 	fi
 	command -v apt-get >/dev/null 2>&1 ||
@@ -191,12 +194,15 @@ step "gofmt" check_gofmt
 step "go vet" go vet ./...
 step "go vet -tags integration" go vet -tags integration ./...
 step "go test -race -tags integration" go test -race -count=1 -timeout 20m -tags integration "$@" ./...
+step "browser client logic (node --test)" node --test web/test/
+# Short fuzz runs: the seeds are committed in the fuzz targets; each run
+# looks a little further and fails on any input that breaks a property.
+step "fuzz client frames" go test -run '^$' -fuzz '^FuzzDecodeRequest$' -fuzztime 10s ./internal/protocol
+step "fuzz names and ids" go test -run '^$' -fuzz '^FuzzRoomAndIDs$' -fuzztime 5s ./internal/protocol
 
 # ---------------------------------------------------------------- later steps
 # Add further steps here, each through `step` so that it is timed and fails
 # the run. Planned:
-#   - short fuzz runs, one per fuzz target, e.g.
-#       step "fuzz protocol" go test -run '^$' -fuzz '^FuzzDecodeRequest$' -fuzztime 20s ./internal/protocol
 #   - fault tests that stop services or kill gateways, serially (-p 1) and
 #     after everything else, e.g.
 #       step "fault tests" go test -race -count=1 -p 1 -tags 'integration faults' ./...

@@ -277,6 +277,11 @@ func TestHistory(t *testing.T) {
 		if int64(len(h.Messages)) != tc.len || (tc.len > 0 && h.Messages[0].Seq != tc.first) || h.Seq != 10 {
 			t.Errorf("history %v: %s", tc.req, h.Raw)
 		}
+		for _, k := range []string{"before", "after"} {
+			if v, ok := tc.req[k]; ok && !strings.Contains(string(h.Raw), fmt.Sprintf(`"%s":%d`, k, v)) {
+				t.Errorf("history %v does not echo %s: %s", tc.req, k, h.Raw)
+			}
+		}
 	}
 }
 

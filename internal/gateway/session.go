@@ -271,5 +271,12 @@ func (c *conn) history(req protocol.Request) {
 		c.fail(protocol.CodeUnavailable, "room history is unavailable; try again", "", req.Room)
 		return
 	}
-	c.send(protocol.Encode(protocol.TypeHistory, protocol.History{Room: req.Room, Epoch: page.Epoch, Seq: page.Seq, Messages: page.Messages}))
+	h := protocol.History{Room: req.Room, Epoch: page.Epoch, Seq: page.Seq, Messages: page.Messages}
+	if req.HasBefore {
+		h.Before = &req.Before
+	}
+	if req.HasAfter {
+		h.After = &req.After
+	}
+	c.send(protocol.Encode(protocol.TypeHistory, h))
 }

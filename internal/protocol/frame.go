@@ -422,11 +422,14 @@ type Joined struct {
 	More bool `json:"more,omitempty"`
 }
 
-// History answers a history request.
+// History answers a history request. Before and After echo the request's,
+// so a client with several requests out can tell which one this answers.
 type History struct {
 	Room     string    `json:"room"`
 	Epoch    string    `json:"epoch"`
 	Seq      int64     `json:"seq"`
+	Before   *int64    `json:"before,omitempty"`
+	After    *int64    `json:"after,omitempty"`
 	Messages []Message `json:"messages"`
 }
 

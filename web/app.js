@@ -187,6 +187,7 @@ const C = {
   stopped: true, // signed out: no reconnecting
   blocked: false, // closed with 1008: wait for the user
   state: 'offline',
+  degraded: false, // the gateway's broker is down (status frame)
   retryAt: 0,
   timer: 0,
   tick: 0,
@@ -243,9 +244,12 @@ function setConnState(state, text) {
   const changed = C.state !== state;
   C.state = state;
   E['conn-state'].dataset.state = state;
+  E['conn-state'].title = state === 'degraded'
+    ? 'The server\'s message broker is down: messages still arrive, a little later.' : '';
   const label = text || {
     connecting: 'Connecting…',
     connected: 'Connected',
+    degraded: 'Connected (degraded)',
     reconnecting: 'Reconnecting…',
     offline: 'Offline',
   }[state];
@@ -414,8 +418,20 @@ function handleFrame(f) {
     case 'history': return onHistory(f);
     case 'error': return onError(f);
     case 'left': return undefined;
+    case 'status': return onStatus(f);
     default: return undefined; // frames this client does not know are ignored
   }
+}
+
+// The gateway says whether its broker works; while it does not, chat goes
+// on through the store, a little slower, and the user is told so.
+function onStatus(f) {
+  C.degraded = f.degraded === true;
+  if (isOnline()) setConnState(C.degraded ? 'degraded' : 'connected');
+}
+
+function isOnline() {
+  return C.state === 'connected' || C.state === 'degraded';
 }
 
 function onWelcome(f) {
@@ -430,6 +446,7 @@ function onWelcome(f) {
   clearTimeout(C.watchdog);
   C.watchdog = 0;
   renderMe();
+  C.degraded = false; // a status frame follows the welcome when degraded
   setConnState('connected');
   hideBanner();
   for (const room of S.rooms.values()) {
@@ -732,7 +749,7 @@ function updatePlaceholder(el, it) {
   } else {
     const waiting = it.retryAt > Date.now();
     const label = waiting ? 'Sending… (will retry)'
-      : (C.state === 'connected' ? 'Sending…' : 'Waiting for connection…');
+      : (isOnline() ? 'Sending…' : 'Waiting for connection…');
     status.replaceChildren(h('span', { class: 'status-text' }, label));
   }
 }
@@ -1092,7 +1109,7 @@ function updateComposerStatus() {
   if (n > MAX_TEXT_BYTES * 0.9) {
     text = `${n} / ${MAX_TEXT_BYTES} bytes`;
     warn = n > MAX_TEXT_BYTES;
-  } else if (S.rooms.size && C.state !== 'connected' && !C.stopped) {
+  } else if (S.rooms.size && !isOnline() && !C.stopped) {
     text = 'Not connected: messages will be sent when the connection is back.';
   }
   E['composer-status'].textContent = text;

@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	h := hub.New(hub.Config{}, st, log)
+	h := hub.New(hub.Config{BrokerReady: br.Ready}, st, log)
 	gw := gateway.New(gateway.Deps{
 		Logger: log, Hub: h, Store: st, Broker: br, Auth: auth.Guest{}, Web: web.Files, Registry: reg,
 	}, gateway.Options{

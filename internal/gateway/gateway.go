@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -133,10 +134,15 @@ type Gateway struct {
 	cancel context.CancelFunc
 
 	draining atomic.Bool
-	mu       sync.Mutex
-	conns    map[*conn]int // -> ping bucket
-	buckets  []map[*conn]struct{}
-	next     int
+	// degraded is true while the broker cannot be relied on (see
+	// watchBroker).
+	degraded    atomic.Bool
+	unannounced chan unannounced
+
+	mu      sync.Mutex
+	conns   map[*conn]int // -> ping bucket
+	buckets []map[*conn]struct{}
+	next    int
 	// handlers counts serving connections; pings counts ping goroutines.
 	handlers sync.WaitGroup
 	pings    sync.WaitGroup
@@ -163,6 +169,8 @@ func New(deps Deps, opts Options) *Gateway {
 		cancel:  cancel,
 		conns:   make(map[*conn]int),
 		buckets: make([]map[*conn]struct{}, nb),
+
+		unannounced: make(chan unannounced, republishQueue),
 	}
 	for i := range g.buckets {
 		g.buckets[i] = make(map[*conn]struct{})
@@ -203,10 +211,21 @@ func (g *Gateway) Connections() int {
 	return len(g.conns)
 }
 
-// Run pings clients until ctx ends, so that dead peers are found and proxies
-// in front see traffic before their idle timeouts. It returns once every ping
-// it started has ended.
+// Run does the gateway's background work until ctx ends: it pings clients,
+// publishes again what could not be published, and tells clients when the
+// broker is degraded. It returns once all of that has stopped.
 func (g *Gateway) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { g.republish(ctx) })
+	wg.Go(func() { g.watchBroker(ctx) })
+	g.pingLoop(ctx)
+	wg.Wait()
+}
+
+// pingLoop pings clients until ctx ends, so that dead peers are found and
+// proxies in front see traffic before their idle timeouts. It returns once
+// every ping it started has ended.
+func (g *Gateway) pingLoop(ctx context.Context) {
 	step := g.opts.PingInterval / time.Duration(len(g.buckets))
 	t := time.NewTicker(step)
 	defer t.Stop()
@@ -278,9 +297,14 @@ func (g *Gateway) Drain(ctx context.Context) error {
 	}
 }
 
-// post stores m, publishes it and returns the ack for its sender. A repeat
-// of an earlier message (same user and client_msg_id) is published again,
-// since the first attempt may have failed between store and broker;
+// post stores m, publishes it and returns the ack for its sender. Only a
+// failed store fails the send: the store is the record, so a stored message
+// is the sender's even when the broker cannot take it right now. It is then
+// queued for publishing again, and meanwhile every gateway finds it in the
+// store (see hub.Config.BrokerReady and hub.Nudge).
+//
+// A repeat of an earlier message (same user and client_msg_id) is published
+// again, since the first attempt may have failed between store and broker;
 // members drop the repeat by its seq.
 func (g *Gateway) post(ctx context.Context, m protocol.Message) (protocol.Ack, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.opts.SendTimeout)
@@ -289,8 +313,93 @@ func (g *Gateway) post(ctx context.Context, m protocol.Message) (protocol.Ack, e
 	if err != nil {
 		return protocol.Ack{}, fmt.Errorf("store message: %w", err)
 	}
-	if err := g.broker.Publish(ctx, protocol.EncodeMessage(stored), stored.ID); err != nil {
-		return protocol.Ack{}, fmt.Errorf("publish message %s: %w", stored.ID, err)
+	body := protocol.EncodeMessage(stored)
+	start := time.Now()
+	if err := g.broker.Publish(ctx, body, stored.ID); err != nil {
+		g.metrics.publishDeferred.Inc()
+		g.hub.Nudge(stored.Room)
+		select {
+		case g.unannounced <- unannounced{body: body, id: stored.ID}:
+			g.log.Warn("publish failed; the message is stored and will be published again", "id", stored.ID, "err", err)
+		default:
+			g.log.Warn("publish failed and the republish queue is full; gateways will find the message in the store",
+				"id", stored.ID, "err", err)
+		}
+	} else {
+		g.metrics.confirmSeconds.Observe(time.Since(start).Seconds())
 	}
 	return protocol.Ack{ClientMsgID: stored.ClientMsgID, Room: stored.Room, Seq: stored.Seq, ID: stored.ID}, nil
+}
+
+// unannounced is a stored message whose publish failed.
+type unannounced struct {
+	body []byte
+	id   string
+}
+
+// republishQueue bounds the stored messages waiting to be published again.
+// Past it a message is only in the store, where the hubs of other gateways
+// still find it: when their own broker link is impaired they poll, and
+// otherwise the next message of the room shows them the hole.
+const republishQueue = 10_000
+
+// republish publishes again, in order, the messages post stored but could not
+// publish, backing off while the broker is away, until ctx ends.
+func (g *Gateway) republish(ctx context.Context) {
+	for {
+		var u unannounced
+		select {
+		case <-ctx.Done():
+			return
+		case u = <-g.unannounced:
+		}
+		for attempt := 0; ; attempt++ {
+			pctx, cancel := context.WithTimeout(ctx, g.opts.SendTimeout)
+			err := g.broker.Publish(pctx, u.body, u.id)
+			cancel()
+			if err == nil {
+				break
+			}
+			// Full jitter below a ceiling that doubles up to 2s.
+			ceiling := min(2*time.Second, 50*time.Millisecond<<min(attempt, 10))
+			t := time.NewTimer(rand.N(ceiling))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// watchBroker tells every client when the broker becomes unusable or usable
+// again, so that people see the chat is degraded (messages come through the
+// store, a little later) rather than wonder.
+func (g *Gateway) watchBroker(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		degraded := g.broker.Ready() != nil
+		if degraded == g.degraded.Load() {
+			continue
+		}
+		g.degraded.Store(degraded)
+		g.log.Info("broker state changed", "degraded", degraded)
+		frame := g.statusFrame()
+		g.mu.Lock()
+		for c := range g.conns {
+			c.send(frame)
+		}
+		g.mu.Unlock()
+	}
+}
+
+func (g *Gateway) statusFrame() []byte {
+	return protocol.Encode(protocol.TypeStatus, protocol.Status{Degraded: g.degraded.Load()})
 }

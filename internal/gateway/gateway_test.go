@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -634,5 +636,70 @@ func TestHistoryAPI(t *testing.T) {
 	get("/api/rooms/bad%20room/messages", 400, &e)
 	if e.Code != protocol.CodeBadRoom {
 		t.Errorf("bad room: %+v", e)
+	}
+}
+
+// failingBroker is the in-process broker with a switch that makes it refuse
+// to publish, as RabbitMQ does while it is down or blocked.
+type failingBroker struct {
+	broker.Memory
+	failing   atomic.Bool
+	published sync.Map // id -> true, for ids published successfully
+}
+
+func (b *failingBroker) Publish(ctx context.Context, body []byte, id string) error {
+	if b.failing.Load() {
+		return errors.New("broker unavailable (test)")
+	}
+	b.published.Store(id, true)
+	return b.Memory.Publish(ctx, body, id)
+}
+
+func (b *failingBroker) Ready() error {
+	if b.failing.Load() {
+		return errors.New("broker unavailable (test)")
+	}
+	return nil
+}
+
+func TestStoredMessagesAreAckedAndDeliveredWhileBrokerFails(t *testing.T) {
+	b := &failingBroker{}
+	g := newGatewayOn(t, gateway.Options{}, b, store.NewMemory(store.Retention{}, nil))
+	alice, bob := dial(t, g.URL, "alice"), dial(t, g.URL, "bob")
+	join(t, alice, "general")
+	join(t, bob, "general")
+
+	b.failing.Store(true)
+	if f := next(t, bob, protocol.TypeStatus); !strings.Contains(string(f.Raw), `"degraded":true`) {
+		t.Fatalf("status %s", f.Raw)
+	}
+	sendText(t, alice, "general", "through the store", "a-1")
+	ack := next(t, alice, protocol.TypeAck)
+	if m := next(t, bob, protocol.TypeMessage); m.Seq != ack.Seq || m.Text != "through the store" {
+		t.Fatalf("bob got %s, ack %s", m.Raw, ack.Raw)
+	}
+	if _, ok := b.published.Load(ack.ID); ok {
+		t.Fatal("published while the broker was failing")
+	}
+
+	// The broker comes back: the message is published after all, clients
+	// are told, and nobody sees it twice.
+	b.failing.Store(false)
+	if f := next(t, bob, protocol.TypeStatus, protocol.TypeMessage); f.Type != protocol.TypeStatus || !strings.Contains(string(f.Raw), `"degraded":false`) {
+		t.Fatalf("after recovery bob got %s", f.Raw)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok := b.published.Load(ack.ID); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stored message was never published")
+		}
+		time.Sleep(10 * time.Millisecond) // polling a counter, not synchronising
+	}
+	sendText(t, alice, "general", "live again", "a-2")
+	if m := next(t, bob, protocol.TypeMessage); m.Seq != ack.Seq+1 {
+		t.Fatalf("after recovery bob got %s", m.Raw)
 	}
 }

@@ -13,10 +13,13 @@ type metrics struct {
 	messagesOut prometheus.Counter
 	sends       prometheus.Counter
 	sendSeconds prometheus.Histogram
-	errors      *prometheus.CounterVec
-	slowClosed  prometheus.Counter
-	deadClosed  prometheus.Counter
-	pingRTT     prometheus.Histogram
+	// confirmSeconds is the publish-to-confirm part of sendSeconds.
+	confirmSeconds  prometheus.Histogram
+	publishDeferred prometheus.Counter
+	errors          *prometheus.CounterVec
+	slowClosed      prometheus.Counter
+	deadClosed      prometheus.Counter
+	pingRTT         prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -43,6 +46,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "parley_send_seconds", Help: "Time from a send to its ack: store append plus publisher confirm.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
 		}),
+		confirmSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_publish_confirm_seconds", Help: "Time from publishing a message to the broker's confirm.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		publishDeferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_publish_deferred_total",
+			Help: "Stored messages whose publish failed and that were queued to be published again.",
+		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_errors_total", Help: "Error frames sent to clients, by code.",
 		}, []string{"code"}),
@@ -58,6 +69,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	reg.MustRegister(m.connections, m.joins, m.framesIn, m.framesOut, m.messagesOut, m.sends, m.sendSeconds,
-		m.errors, m.slowClosed, m.deadClosed, m.pingRTT)
+		m.confirmSeconds, m.publishDeferred, m.errors, m.slowClosed, m.deadClosed, m.pingRTT)
 	return m
 }

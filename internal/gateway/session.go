@@ -67,6 +67,9 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	defer g.unregister(c)
 
 	c.send(protocol.Encode(protocol.TypeWelcome, protocol.Welcome{User: who.User, Gateway: g.opts.ID, Guest: who.Guest}))
+	if g.degraded.Load() {
+		c.send(g.statusFrame())
+	}
 	err = c.readLoop()
 	for _, s := range c.subs {
 		s.Close()
@@ -242,7 +245,7 @@ func (c *conn) publish(req protocol.Request) {
 	ack, err := c.g.post(c.ctx, protocol.Message{Room: req.Room, User: c.who.User, Text: req.Text, ClientMsgID: req.ClientMsgID})
 	if err != nil {
 		c.g.log.Warn("send failed", "room", req.Room, "user", c.who.User.ID, "err", err)
-		c.fail(protocol.CodeUnavailable, "the message could not be delivered; retry with the same client_msg_id", req.ClientMsgID, req.Room)
+		c.fail(protocol.CodeUnavailable, "the message could not be stored; retry with the same client_msg_id", req.ClientMsgID, req.Room)
 		return
 	}
 	c.g.metrics.sendSeconds.Observe(time.Since(start).Seconds())

@@ -56,7 +56,7 @@ type Config struct {
 	// that ordinary reordering costs no store reads. Zero means 200ms.
 	RepairDelay time.Duration
 	// PollInterval is how often each local room is read from the store while
-	// the broker link is down. Zero means 500ms.
+	// the broker is down or cannot publish. Zero means 500ms.
 	PollInterval time.Duration
 	// RepairBatch is how many messages one repair read fetches. Zero means
 	// 500.
@@ -64,6 +64,11 @@ type Config struct {
 	// MaxHeld bounds the early messages a room holds while waiting for a
 	// hole to close; past it the hole is repaired at once. Zero means 1000.
 	MaxHeld int
+	// BrokerReady reports whether the broker can publish and consume
+	// (broker.Broker.Ready). While it cannot, the hub polls the store, as it
+	// does while the consume link is down. Nil means the link state alone
+	// decides.
+	BrokerReady func() error
 }
 
 func (c Config) withDefaults() Config {
@@ -118,35 +123,26 @@ func New(cfg Config, history History, log *slog.Logger) *Hub {
 }
 
 // Run does the hub's background work until ctx ends: repairing holes, and
-// polling the store while the broker link is down. It returns when all of
-// that work has stopped.
+// reading every local room from the store while the broker cannot be relied
+// on. It returns when all of that work has stopped.
 func (h *Hub) Run(ctx context.Context) {
-	var poll <-chan time.Time
-	var ticker *time.Ticker
-	defer func() {
-		if ticker != nil {
-			ticker.Stop()
-		}
-	}()
+	poll := time.NewTicker(h.cfg.PollInterval)
+	defer poll.Stop()
+	linkUp := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case up := <-h.link:
-			if up {
-				if ticker != nil {
-					ticker.Stop()
-					ticker, poll = nil, nil
-				}
+		case linkUp = <-h.link:
+			if linkUp {
 				// Whatever was published while the queue was gone is only in
 				// the store now.
 				h.repairAll(ctx)
-			} else if ticker == nil {
-				ticker = time.NewTicker(h.cfg.PollInterval)
-				poll = ticker.C
 			}
-		case <-poll:
-			h.repairAll(ctx)
+		case <-poll.C:
+			if !linkUp || !h.brokerReady() {
+				h.repairAll(ctx)
+			}
 		case <-h.kick:
 			h.dueMu.Lock()
 			due := h.due
@@ -156,6 +152,26 @@ func (h *Hub) Run(ctx context.Context) {
 				h.repair(ctx, r)
 			}
 		}
+	}
+}
+
+// brokerReady reports whether the broker says it can carry messages. When it
+// cannot publish (down, or blocked by a resource alarm), gateways store
+// messages without announcing them, so every gateway reads its rooms from the
+// store instead.
+func (h *Hub) brokerReady() bool {
+	return h.cfg.BrokerReady == nil || h.cfg.BrokerReady() == nil
+}
+
+// Nudge asks for the room to be read from the store now: the caller stored a
+// message it could not publish, and its local members should not wait for the
+// next poll.
+func (h *Hub) Nudge(room string) {
+	h.mu.RLock()
+	r := h.rooms[room]
+	h.mu.RUnlock()
+	if r != nil {
+		h.requestRepair(r)
 	}
 }
 
@@ -182,7 +198,8 @@ func (h *Hub) Deliver(body []byte) {
 // LinkUp implements broker.Handler.
 func (h *Hub) LinkUp() { h.setLink(true) }
 
-// LinkDown implements broker.Handler.
+// LinkDown implements broker.Handler. Until LinkUp, and before the first
+// one, the hub serves its rooms from the store.
 func (h *Hub) LinkDown(err error) {
 	h.log.Warn("broker link down; serving rooms from the store", "err", err)
 	h.setLink(false)

@@ -2,10 +2,12 @@ package hub_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -326,6 +328,43 @@ func TestDropsInvalidBodies(t *testing.T) {
 	}
 	msgs := f.appendN(t, "general", 1)
 	f.deliver(msgs, 0)
+	if got, want := m.waitFor(t, 2), []int64{0, 1}; !equal(got, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+}
+
+func TestPollsStoreWhileBrokerCannotPublish(t *testing.T) {
+	var ready atomic.Value // error
+	ready.Store(errors.New("blocked by a resource alarm"))
+	st := store.NewMemory(store.Retention{}, nil)
+	h := hub.New(hub.Config{RepairDelay: time.Hour, PollInterval: 10 * time.Millisecond,
+		BrokerReady: func() error { err, _ := ready.Load().(error); return err }}, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	h.LinkUp() // the consume link is fine; publishing is not
+
+	m := newMember()
+	h.Subscribe("general", m).Start(joinedFrame("general"), "", 0)
+	for range 2 {
+		if _, _, err := st.Append(ctx, protocol.Message{Room: "general", User: protocol.User{ID: "u"}, Text: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := m.waitFor(t, 3), []int64{0, 1, 2}; !equal(got, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+}
+
+func TestNudgeReadsTheRoomNow(t *testing.T) {
+	f := newFixture(t, hub.Config{RepairDelay: time.Hour, PollInterval: time.Hour})
+	f.hub.LinkUp()
+	m := newMember()
+	f.hub.Subscribe("general", m).Start(joinedFrame("general"), "", 0)
+	f.appendN(t, "general", 1) // stored, not published
+	f.hub.Nudge("general")
+	f.hub.Nudge("nobody-here") // no room: nothing to do
 	if got, want := m.waitFor(t, 2), []int64{0, 1}; !equal(got, want) {
 		t.Fatalf("frames %v, want %v", got, want)
 	}

@@ -26,8 +26,9 @@ const (
 	CodeTooManyRooms = "too_many_rooms"
 	// CodeRateLimited: the client sends faster than its allowance; retry later.
 	CodeRateLimited = "rate_limited"
-	// CodeUnavailable: the message could not be stored or published. Nothing was
-	// acknowledged; the client should retry with the same client_msg_id.
+	// CodeUnavailable: the message could not be stored (or history could not
+	// be read). Nothing was acknowledged; the client should retry with the
+	// same client_msg_id.
 	CodeUnavailable = "unavailable"
 	// CodeForbidden: the user may not join the room.
 	CodeForbidden = "forbidden"

@@ -27,6 +27,7 @@ const (
 	TypeAck     = "ack"
 	TypeMessage = "message"
 	TypeError   = "error"
+	TypeStatus  = "status"
 )
 
 // Limits bound what DecodeRequest accepts. The zero value of a field means
@@ -439,6 +440,13 @@ type Ack struct {
 	Room        string `json:"room"`
 	Seq         int64  `json:"seq"`
 	ID          string `json:"id"`
+}
+
+// Status tells a client about the state of its gateway.
+type Status struct {
+	// Degraded is true while the broker cannot carry messages: chat goes on
+	// through the store, with messages arriving up to a second later.
+	Degraded bool `json:"degraded"`
 }
 
 // Left confirms a leave.

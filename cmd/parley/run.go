@@ -80,24 +80,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		br, closeBroker = ab, ab.Close
 	}
 
+	proxies, _ := cfg.TrustedProxyPrefixes() // checked by config.Load
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	h := hub.New(hub.Config{BrokerReady: br.Ready}, st, log)
 	gw := gateway.New(gateway.Deps{
 		Logger: log, Hub: h, Store: st, Broker: br, Auth: auth.Guest{}, Web: web.Files, Registry: reg,
 	}, gateway.Options{
-		ID:              cfg.GatewayID,
-		AllowedOrigins:  cfg.AllowedOrigins,
-		MaxFrameBytes:   cfg.MaxFrameBytes,
-		Limits:          protocol.Limits{MaxTextBytes: cfg.MaxTextBytes},
-		SendQueueBytes:  cfg.SendQueueBytes,
-		SendRate:        cfg.SendRate,
-		SendBurst:       cfg.SendBurst,
-		MaxRoomsPerConn: cfg.MaxRoomsPerConn,
-		JoinHistory:     cfg.JoinHistory,
-		PingInterval:    cfg.PingInterval,
-		PongTimeout:     cfg.PongTimeout,
-		WriteTimeout:    cfg.WriteTimeout,
+		ID:               cfg.GatewayID,
+		AllowedOrigins:   cfg.AllowedOrigins,
+		TrustedProxies:   proxies,
+		MaxConnsPerIP:    cfg.MaxConnsPerIP,
+		MaxConnsPerUser:  cfg.MaxConnsPerUser,
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		APIKey:           cfg.APIKey,
+		MaxFrameBytes:    cfg.MaxFrameBytes,
+		Limits:           protocol.Limits{MaxTextBytes: cfg.MaxTextBytes},
+		SendQueueBytes:   cfg.SendQueueBytes,
+		SendRate:         cfg.SendRate,
+		SendBurst:        cfg.SendBurst,
+		MaxRoomsPerConn:  cfg.MaxRoomsPerConn,
+		JoinHistory:      cfg.JoinHistory,
+		PingInterval:     cfg.PingInterval,
+		PongTimeout:      cfg.PongTimeout,
+		WriteTimeout:     cfg.WriteTimeout,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -106,7 +112,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	srv := &http.Server{
 		Handler:           gw.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 

@@ -231,6 +231,8 @@ func (c *Cluster) gatewayEnv(g *gateway, i int) []string {
 	env["PARLEY_REDIS_URL"] = c.opts.RedisURL
 	env["PARLEY_AMQP_EXCHANGE"] = c.exchange
 	env["PARLEY_REDIS_PREFIX"] = c.prefix
+	// nginx runs on this machine: believe its X-Forwarded-For.
+	env["PARLEY_TRUSTED_PROXIES"] = "127.0.0.0/8,::1/128"
 	maps.Copy(env, c.opts.Env)
 	if i < len(c.opts.GatewayEnv) {
 		maps.Copy(env, c.opts.GatewayEnv[i])

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"slices"
@@ -37,6 +38,20 @@ type Config struct {
 	// AllowedOrigins are extra Origin host patterns (path.Match syntax) that
 	// may open a WebSocket; the gateway's own origin always may.
 	AllowedOrigins []string `env:"PARLEY_ALLOWED_ORIGINS" envSeparator:","`
+	// TrustedProxies are the networks (CIDRs) of the load balancers in
+	// front, whose X-Forwarded-For header names the client. Empty: none; the
+	// peer address is the client.
+	TrustedProxies []string `env:"PARLEY_TRUSTED_PROXIES" envSeparator:","`
+	// MaxConnsPerIP and MaxConnsPerUser cap one gateway's connections from
+	// one client address and for one user.
+	MaxConnsPerIP   int `env:"PARLEY_MAX_CONNS_PER_IP" envDefault:"500"`
+	MaxConnsPerUser int `env:"PARLEY_MAX_CONNS_PER_USER" envDefault:"20"`
+	// HandshakeTimeout bounds reading a request's headers and, after the
+	// upgrade, the wait for the connection's first join.
+	HandshakeTimeout time.Duration `env:"PARLEY_HANDSHAKE_TIMEOUT" envDefault:"10s"`
+	// APIKey lets backends post to rooms (POST /api/rooms/{room}/messages);
+	// empty disables that endpoint.
+	APIKey string `env:"PARLEY_API_KEY"`
 	// GatewayID names this gateway in logs, frames and metrics. Empty means
 	// the host name plus a random suffix.
 	GatewayID string `env:"PARLEY_GATEWAY_ID"`
@@ -131,6 +146,23 @@ func nameVariables(err error) error {
 	return errors.Join(errs...)
 }
 
+// TrustedProxyPrefixes parses TrustedProxies: CIDRs, spaces around them
+// allowed.
+func (c Config) TrustedProxyPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.TrustedProxies {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
 // Keys returns the name of every environment variable Config reads.
 func Keys() []string {
 	params, _ := env.GetFieldParams(&Config{})
@@ -167,6 +199,9 @@ func (c Config) check() error {
 		"PARLEY_SEND_QUEUE_BYTES":   int64(c.SendQueueBytes),
 		"PARLEY_SEND_BURST":         int64(c.SendBurst),
 		"PARLEY_MAX_ROOMS_PER_CONN": int64(c.MaxRoomsPerConn),
+		"PARLEY_MAX_CONNS_PER_IP":   int64(c.MaxConnsPerIP),
+		"PARLEY_MAX_CONNS_PER_USER": int64(c.MaxConnsPerUser),
+		"PARLEY_HANDSHAKE_TIMEOUT":  int64(c.HandshakeTimeout),
 		"PARLEY_JOIN_HISTORY":       int64(c.JoinHistory),
 		"PARLEY_HISTORY_MAX_LEN":    int64(c.HistoryMaxLen),
 		"PARLEY_HISTORY_MAX_AGE":    int64(c.HistoryMaxAge),
@@ -185,6 +220,12 @@ func (c Config) check() error {
 	}
 	if c.JoinHistory > 500 {
 		bad("PARLEY_JOIN_HISTORY must be at most 500")
+	}
+	if _, err := c.TrustedProxyPrefixes(); err != nil {
+		bad("PARLEY_TRUSTED_PROXIES: %v", err)
+	}
+	if c.APIKey != "" && len(c.APIKey) < 16 {
+		bad("PARLEY_API_KEY must be at least 16 characters: it is all that stands between the internet and posting as the server")
 	}
 	if int64(c.MaxTextBytes) >= c.MaxFrameBytes {
 		bad("PARLEY_MAX_TEXT_BYTES must be below PARLEY_MAX_FRAME_BYTES, which also holds the frame around the text")

@@ -32,6 +32,7 @@ func TestReadsVariables(t *testing.T) {
 		"PARLEY_ALLOWED_ORIGINS": "chat.example.com,*.example.org",
 		"PARLEY_SEND_RATE":       "2.5",
 		"PARLEY_PING_INTERVAL":   "5s",
+		"PARLEY_TRUSTED_PROXIES": "127.0.0.0/8, 10.0.0.0/8",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +40,9 @@ func TestReadsVariables(t *testing.T) {
 	if cfg.Addr != "127.0.0.1:9000" || len(cfg.AllowedOrigins) != 2 || cfg.AllowedOrigins[1] != "*.example.org" ||
 		cfg.SendRate != 2.5 || cfg.PingInterval != 5*time.Second {
 		t.Fatalf("parsed: %+v", cfg)
+	}
+	if p, err := cfg.TrustedProxyPrefixes(); err != nil || len(p) != 2 || p[1].String() != "10.0.0.0/8" {
+		t.Fatalf("trusted proxies %v, %v", p, err)
 	}
 }
 
@@ -58,6 +62,9 @@ func TestRejectsBadConfiguration(t *testing.T) {
 		{map[string]string{"PARLEY_PING_INTERVAL": "soon"}, "PARLEY_PING_INTERVAL"},
 		{map[string]string{"PARLEY_LOG_LEVEL": "loud"}, "PARLEY_LOG_LEVEL"},
 		{map[string]string{"PARLEY_LOG_FORMAT": "xml"}, "PARLEY_LOG_FORMAT"},
+		{map[string]string{"PARLEY_TRUSTED_PROXIES": "127.0.0.1"}, "PARLEY_TRUSTED_PROXIES"},
+		{map[string]string{"PARLEY_API_KEY": "short"}, "PARLEY_API_KEY"},
+		{map[string]string{"PARLEY_MAX_CONNS_PER_IP": "0"}, "PARLEY_MAX_CONNS_PER_IP"},
 	} {
 		_, err := load(tc.env)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

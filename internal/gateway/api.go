@@ -2,9 +2,12 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/parleychat/parley/internal/protocol"
@@ -118,4 +121,80 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // so clients handle both the same way.
 func writeAPIError(w http.ResponseWriter, status int, code, message string) {
 	writeJSON(w, status, protocol.ErrorFrame{Code: code, Message: message})
+}
+
+// maxAPIBody bounds a POST to the server API.
+const maxAPIBody = 64 << 10
+
+// postRequest is the body of POST /api/rooms/{room}/messages.
+type postRequest struct {
+	Text string `json:"text"`
+	// User names the bot or system user the message is from. Its id is
+	// prefixed "b_", so a backend can never speak as a person (guests are
+	// "g_", token users "u_").
+	User        *protocol.User `json:"user"`
+	ClientMsgID string         `json:"client_msg_id"`
+}
+
+// servePost lets a backend post to a room through the same path as a
+// person's send (store, then broker): its message is numbered, kept and
+// delivered like any other. It needs the API key.
+func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request) {
+	if g.opts.APIKey == "" {
+		writeAPIError(w, http.StatusNotFound, protocol.CodeForbidden, "the server API is disabled (set PARLEY_API_KEY)")
+		return
+	}
+	if !g.apiKeyOK(r) {
+		g.log.Info("server API: bad or missing API key", "remote", r.RemoteAddr)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
+		writeAPIError(w, http.StatusUnauthorized, protocol.CodeForbidden, "missing or wrong API key")
+		return
+	}
+	room := r.PathValue("room")
+	if !protocol.ValidRoom(room) {
+		writeAPIError(w, http.StatusBadRequest, protocol.CodeBadRoom, "invalid room name")
+		return
+	}
+	var req postRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAPIBody))
+	if err := dec.Decode(&req); err != nil {
+		writeAPIError(w, http.StatusBadRequest, protocol.CodeBadJSON, "body must be a JSON object with a text")
+		return
+	}
+	if err := protocol.ValidText(req.Text, g.opts.Limits.MaxText()); err != nil {
+		e := err.(*protocol.Error)
+		writeAPIError(w, http.StatusBadRequest, e.Code, e.Message)
+		return
+	}
+	if req.ClientMsgID != "" && !protocol.ValidClientMsgID(req.ClientMsgID) {
+		writeAPIError(w, http.StatusBadRequest, protocol.CodeBadRequest, "client_msg_id must be 1-64 letters, digits or '-', '_', '.', ':'")
+		return
+	}
+	user := protocol.User{ID: "b_api", Name: "API"}
+	if req.User != nil {
+		name, ok := protocol.CleanName(req.User.Name)
+		if !protocol.ValidClientMsgID(req.User.ID) || !ok {
+			writeAPIError(w, http.StatusBadRequest, protocol.CodeBadRequest, "user needs an id (1-64 letters, digits or '-', '_', '.', ':') and a name")
+			return
+		}
+		user = protocol.User{ID: "b_" + req.User.ID, Name: name}
+	}
+	ack, err := g.post(r.Context(), protocol.Message{Room: room, User: user, Text: req.Text, ClientMsgID: req.ClientMsgID})
+	if err != nil {
+		g.log.Warn("server API: post failed", "room", room, "err", err)
+		writeAPIError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "the message could not be stored; retry with the same client_msg_id")
+		return
+	}
+	writeJSON(w, http.StatusCreated, ack)
+}
+
+// apiKeyOK checks the bearer key in constant time, so that response times do
+// not reveal how much of a guess was right.
+func (g *Gateway) apiKeyOK(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false
+	}
+	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(g.opts.APIKey))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }

@@ -32,6 +32,10 @@ type conn struct {
 	who   auth.Identity
 	ctx   context.Context // ends when the gateway is stopped for good
 	sends *rate.Limiter
+	// strikes is spent by rejected frames; when it runs out the client is
+	// closed as abusive.
+	strikes      *rate.Limiter
+	joinDeadline *time.Timer
 
 	// subs is the connection's rooms; only the handler goroutine uses it.
 	subs map[string]*hub.Subscription

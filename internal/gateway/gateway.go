@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,8 +59,21 @@ type Deps struct {
 // Options tune a Gateway; internal/config documents each, and the zero
 // value of a field means its default (see withDefaults).
 type Options struct {
-	ID              string
-	AllowedOrigins  []string
+	ID             string
+	AllowedOrigins []string
+	// TrustedProxies are the networks whose X-Forwarded-For is believed
+	// (the load balancers in front). Empty: none, RemoteAddr is the client.
+	TrustedProxies []netip.Prefix
+	// MaxConnsPerIP and MaxConnsPerUser cap this gateway's connections
+	// from one client address and for one user.
+	MaxConnsPerIP   int
+	MaxConnsPerUser int
+	// HandshakeTimeout is how long a new connection may take to join its
+	// first room.
+	HandshakeTimeout time.Duration
+	// APIKey enables POST /api/rooms/{room}/messages for backends that
+	// present it; empty disables the endpoint.
+	APIKey          string
 	MaxFrameBytes   int64
 	Limits          protocol.Limits
 	SendQueueBytes  int
@@ -106,6 +120,9 @@ func (o Options) withDefaults() Options {
 	setInt(&o.MaxRoomsPerConn, 50)
 	setInt(&o.JoinHistory, 50)
 	setInt(&o.DrainBatch, 100)
+	setInt(&o.MaxConnsPerIP, 500)
+	setInt(&o.MaxConnsPerUser, 20)
+	set(&o.HandshakeTimeout, 10*time.Second)
 	set(&o.PingInterval, 25*time.Second)
 	set(&o.PongTimeout, 15*time.Second)
 	set(&o.WriteTimeout, 10*time.Second)
@@ -141,6 +158,8 @@ type Gateway struct {
 
 	mu      sync.Mutex
 	conns   map[*conn]int // -> ping bucket
+	perIP   map[netip.Addr]int
+	perUser map[string]int
 	buckets []map[*conn]struct{}
 	next    int
 	// handlers counts serving connections; pings counts ping goroutines.
@@ -168,6 +187,8 @@ func New(deps Deps, opts Options) *Gateway {
 		ctx:     ctx,
 		cancel:  cancel,
 		conns:   make(map[*conn]int),
+		perIP:   make(map[netip.Addr]int),
+		perUser: make(map[string]int),
 		buckets: make([]map[*conn]struct{}, nb),
 
 		unannounced: make(chan unannounced, republishQueue),

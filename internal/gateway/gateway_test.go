@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -701,5 +702,147 @@ func TestStoredMessagesAreAckedAndDeliveredWhileBrokerFails(t *testing.T) {
 	sendText(t, alice, "general", "live again", "a-2")
 	if m := next(t, bob, protocol.TypeMessage); m.Seq != ack.Seq+1 {
 		t.Fatalf("after recovery bob got %s", m.Raw)
+	}
+}
+
+func TestConnectionCaps(t *testing.T) {
+	g := newGateway(t, gateway.Options{MaxConnsPerIP: 3, MaxConnsPerUser: 2,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dialAs := func(key, xff string) (*http.Response, error) {
+		h := http.Header{}
+		if xff != "" {
+			h.Set("X-Forwarded-For", xff)
+		}
+		c, resp, err := client.Dial(ctx, g.URL, client.Options{Name: "cap", Key: key, Header: h})
+		if err == nil {
+			t.Cleanup(func() { _ = c.CloseNow() })
+		}
+		return resp, err
+	}
+	// Two connections of one user; the third is refused.
+	for range 2 {
+		if _, err := dialAs("same-user-key-0123456789", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if resp, err := dialAs("same-user-key-0123456789", ""); err == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third connection of one user: %v", err)
+	}
+	// One more from this address fills it; then it is refused too.
+	if _, err := dialAs("", ""); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := dialAs("", ""); err == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("fourth connection from one address: %v", err)
+	}
+	// Clients behind the trusted proxy count by their own address.
+	for i := range 3 {
+		if _, err := dialAs("", fmt.Sprintf("198.51.100.%d", i)); err != nil {
+			t.Fatalf("client %d behind the proxy: %v", i, err)
+		}
+	}
+}
+
+func TestConnectionThatNeverJoinsIsClosed(t *testing.T) {
+	g := newGateway(t, gateway.Options{HandshakeTimeout: 200 * time.Millisecond})
+	idle := dial(t, g.URL, "idle")
+	expectClose(t, idle, websocket.StatusPolicyViolation)
+
+	joined := dial(t, g.URL, "joined")
+	join(t, joined, "general")
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	if f, err := joined.Next(ctx); err == nil || websocket.CloseStatus(err) != -1 {
+		t.Fatalf("a connection that joined was closed: %+v %v", f, err)
+	}
+}
+
+func TestFloodingClientIsClosedWith1008(t *testing.T) {
+	g := newGateway(t, gateway.Options{SendRate: 10, SendBurst: 20})
+	bystander := dial(t, g.URL, "bystander")
+	join(t, bystander, "general")
+
+	for _, flood := range []func(c *client.Conn, i int) error{
+		func(c *client.Conn, i int) error {
+			return c.SendRaw(context.Background(), []byte(`{"type":"nope"}`))
+		},
+		func(c *client.Conn, i int) error {
+			return c.Send(context.Background(), map[string]any{"type": "send", "room": "general", "text": "spam", "client_msg_id": fmt.Sprint("f-", i)})
+		},
+	} {
+		c := dial(t, g.URL, "flooder")
+		join(t, c, "general")
+		for i := 0; i < 1000; i++ {
+			if err := flood(c, i); err != nil {
+				break // closed under us: that is the point
+			}
+		}
+		expectClose(t, c, websocket.StatusPolicyViolation)
+	}
+	// The bystander was never disturbed and still chats.
+	sendText(t, bystander, "general", "still fine", "b-1")
+	for {
+		if m := next(t, bystander, protocol.TypeMessage); m.Text == "still fine" {
+			break
+		}
+	}
+}
+
+func TestServerAPIPostsThroughTheSamePath(t *testing.T) {
+	const key = "0123456789abcdef-api-key"
+	g := newGateway(t, gateway.Options{APIKey: key})
+	alice := dial(t, g.URL, "alice")
+	join(t, alice, "general")
+
+	post := func(auth, body string) (*http.Response, client.Frame) {
+		req, _ := http.NewRequest("POST", g.URL+"/api/rooms/general/messages", strings.NewReader(body))
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var f client.Frame
+		_ = json.NewDecoder(resp.Body).Decode(&f)
+		return resp, f
+	}
+	if resp, _ := post("", `{"text":"x"}`); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("no key: %d", resp.StatusCode)
+	}
+	if resp, _ := post("wrong-key-wrong-key", `{"text":"x"}`); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("wrong key: %d", resp.StatusCode)
+	}
+	for _, bad := range []string{`{`, `{"text":""}`, `{"text":"x","user":{"id":"a b","name":"n"}}`, `{"text":"x","client_msg_id":"a b"}`} {
+		if resp, f := post(key, bad); resp.StatusCode != http.StatusBadRequest || f.Code == "" {
+			t.Errorf("%s: %d %+v", bad, resp.StatusCode, f)
+		}
+	}
+	resp, ack := post(key, `{"text":"deploy finished","user":{"id":"deploybot","name":"Deploy Bot"},"client_msg_id":"d-1"}`)
+	if resp.StatusCode != http.StatusCreated || ack.Seq != 1 || ack.ID == "" {
+		t.Fatalf("post: %d %+v", resp.StatusCode, ack)
+	}
+	m := next(t, alice, protocol.TypeMessage)
+	if m.ID != ack.ID || m.User.ID != "b_deploybot" || m.User.Name != "Deploy Bot" || m.Text != "deploy finished" {
+		t.Fatalf("alice got %s", m.Raw)
+	}
+	// A retry with the same client_msg_id is the same message.
+	if _, again := post(key, `{"text":"deploy finished","user":{"id":"deploybot","name":"Deploy Bot"},"client_msg_id":"d-1"}`); again.Seq != 1 || again.ID != ack.ID {
+		t.Fatalf("retry: %+v", again)
+	}
+
+	off := newGateway(t, gateway.Options{})
+	req, _ := http.NewRequest("POST", off.URL+"/api/rooms/general/messages", strings.NewReader(`{"text":"x"}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp2, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp2.Body.Close()
+	if resp2.StatusCode != http.StatusNotFound {
+		t.Fatalf("API without a key configured: %d", resp2.StatusCode)
 	}
 }

@@ -19,6 +19,7 @@ type metrics struct {
 	errors          *prometheus.CounterVec
 	slowClosed      prometheus.Counter
 	deadClosed      prometheus.Counter
+	abuseClosed     prometheus.Counter
 	pingRTT         prometheus.Histogram
 }
 
@@ -63,12 +64,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		deadClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_dead_clients_closed_total", Help: "Clients closed because they did not answer a ping.",
 		}),
+		abuseClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_abusive_clients_closed_total", Help: "Clients closed with 1008 for sending too many bad or rate-limited frames.",
+		}),
 		pingRTT: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "parley_ping_rtt_seconds", Help: "WebSocket ping round trips.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 	}
 	reg.MustRegister(m.connections, m.joins, m.framesIn, m.framesOut, m.messagesOut, m.sends, m.sendSeconds,
-		m.confirmSeconds, m.publishDeferred, m.errors, m.slowClosed, m.deadClosed, m.pingRTT)
+		m.confirmSeconds, m.publishDeferred, m.errors, m.slowClosed, m.deadClosed, m.abuseClosed, m.pingRTT)
 	return m
 }

@@ -43,6 +43,17 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), status)
 		return
 	}
+	ip := g.clientIP(r)
+	if ok, why := g.admit(ip, who.User.ID); !ok {
+		status := http.StatusTooManyRequests
+		if g.draining.Load() {
+			status = http.StatusServiceUnavailable
+		}
+		g.log.Info("handshake refused", "status", status, "reason", why, "ip", ip, "user", who.User.ID)
+		http.Error(w, why, status)
+		return
+	}
+	defer g.release(ip, who.User.ID)
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: g.opts.AllowedOrigins})
 	if err != nil {
 		// Accept has answered already (403 for a foreign Origin, 400 for a
@@ -58,13 +69,22 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		who:   who,
 		ctx:   g.ctx,
 		sends: rate.NewLimiter(rate.Limit(g.opts.SendRate), g.opts.SendBurst),
-		subs:  make(map[string]*hub.Subscription),
+		// A strike a second may be forgiven; a burst of them is abuse.
+		strikes: rate.NewLimiter(rate.Every(time.Second), abuseStrikes),
+		subs:    make(map[string]*hub.Subscription),
 	}
 	if !g.register(c) {
 		_ = ws.Close(websocket.StatusServiceRestart, "gateway is shutting down")
 		return
 	}
 	defer g.unregister(c)
+	// A connection must join a room soon: one that never does only holds
+	// a slot (and its memory) on the gateway.
+	c.joinDeadline = time.AfterFunc(g.opts.HandshakeTimeout, func() {
+		g.log.Info("closing client that joined no room in time", "user", who.User.ID, "ip", ip)
+		c.close(websocket.StatusPolicyViolation, "no room joined in time")
+	})
+	defer c.joinDeadline.Stop()
 
 	c.send(protocol.Encode(protocol.TypeWelcome, protocol.Welcome{User: who.User, Gateway: g.opts.ID, Guest: who.Guest}))
 	if g.degraded.Load() {
@@ -116,7 +136,14 @@ func (c *conn) readLoop() error {
 	}
 }
 
-// reject answers a bad frame with an error frame; the connection stays open.
+// abuseStrikes is how many rejected frames (malformed, rate limited, ...)
+// a connection may send in a burst before it is closed with 1008; one strike
+// a second is forgiven. Honest clients make a mistake now and then; a client
+// that keeps going is flooding.
+const abuseStrikes = 30
+
+// reject answers a bad frame with an error frame; the connection stays open
+// unless the client keeps sending bad frames.
 func (c *conn) reject(e *protocol.Error, room string) {
 	c.badFrames++
 	c.g.metrics.errors.WithLabelValues(e.Code).Inc()
@@ -124,6 +151,11 @@ func (c *conn) reject(e *protocol.Error, room string) {
 		c.g.log.Info("bad frame", "user", c.who.User.ID, "code", e.Code, "err", e.Message)
 	}
 	c.send(protocol.EncodeError(e, room))
+	if !c.strikes.Allow() {
+		c.g.log.Info("closing client that keeps sending bad or rate-limited frames", "user", c.who.User.ID, "bad_frames", c.badFrames)
+		c.g.metrics.abuseClosed.Inc()
+		c.close(websocket.StatusPolicyViolation, "too many bad or rate-limited frames")
+	}
 }
 
 // fail answers a frame the gateway could not serve (not the client's fault).
@@ -169,6 +201,7 @@ func (c *conn) join(req protocol.Request) {
 		return
 	}
 	c.subs[req.Room] = sub
+	c.joinDeadline.Stop()
 	c.g.metrics.joins.Inc()
 	sub.Start(protocol.Encode(protocol.TypeJoined, joined), joined.Epoch, joined.Seq)
 }

@@ -40,7 +40,8 @@ type Limits struct {
 	MaxHistory int
 }
 
-func (l Limits) maxText() int {
+// MaxText returns the text limit in bytes, with the default applied.
+func (l Limits) MaxText() int {
 	if l.MaxTextBytes > 0 {
 		return l.MaxTextBytes
 	}
@@ -165,7 +166,7 @@ func DecodeRequest(data []byte, lim Limits) (Request, error) {
 		if raw.Text == nil {
 			return fail(CodeBadRequest, "missing field \"text\"")
 		}
-		if err := ValidText(*raw.Text, lim.maxText()); err != nil {
+		if err := ValidText(*raw.Text, lim.MaxText()); err != nil {
 			e := err.(*Error)
 			e.Ref = ref
 			return Request{}, e

@@ -419,6 +419,7 @@ function handleFrame(f) {
     case 'error': return onError(f);
     case 'left': return undefined;
     case 'status': return onStatus(f);
+    case 'gap': return onGap(f);
     default: return undefined; // frames this client does not know are ignored
   }
 }
@@ -485,6 +486,14 @@ function onMessage(f) {
     announce(`${who}: ${String(f.text || '').slice(0, 200)}`);
     if (!wasBottom) E.jump.hidden = false;
   }
+}
+
+// A gap frame: this client fell behind and the gateway replaced part of its
+// backlog by a note of what to fetch.
+function onGap(f) {
+  const room = S.rooms.get(f.room);
+  if (!room) return;
+  applyChange(room, room.tl.applyGap(f), {});
 }
 
 function onAck(f) {

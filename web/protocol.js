@@ -455,6 +455,19 @@ export class RoomTimeline {
     return ch;
   }
 
+  /**
+   * applyGap handles a `gap` frame: the gateway dropped messages from..to of
+   * this room from the backlog of a client that fell behind. They are in
+   * history; ask for them like any hole.
+   */
+  applyGap(g) {
+    const ch = this._change();
+    if (!this.started || !Number.isSafeInteger(g.to) || g.to < 1) return ch;
+    if (g.to > this.top) this.top = g.to;
+    this._fill(ch);
+    return ch;
+  }
+
   _match(msgs) {
     if (this.requests.length === 0) return null;
     let idx = -1;

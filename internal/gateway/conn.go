@@ -37,15 +37,15 @@ type conn struct {
 	strikes      *rate.Limiter
 	joinDeadline *time.Timer
 
-	// subs is the connection's rooms; only the handler goroutine uses it.
-	subs map[string]*hub.Subscription
+	// subs is the connection's rooms, and lastTyping when it last relayed
+	// typing in each; only the handler goroutine uses them.
+	subs       map[string]*hub.Subscription
+	lastTyping map[string]time.Time
 
 	mu      sync.Mutex
-	queue   [][]byte
-	queued  int  // bytes in queue
+	out     outQueue
 	writing bool // a writer goroutine is running
 	closing bool // a close was started; nothing more is queued
-	spare   [][]byte
 
 	// done counts the writer and closer goroutines, so the handler can wait
 	// for them before it returns.
@@ -55,32 +55,46 @@ type conn struct {
 }
 
 // Push implements hub.Member.
-func (c *conn) Push(f hub.Frame) { c.send(f.Data) }
+func (c *conn) Push(f hub.Frame) { c.push(f) }
 
-// send queues one encoded frame. It never blocks: a client whose queue passes
-// the gateway's bound is closed with 1013 (try again later), and resumes
-// from where it was when it reconnects.
-func (c *conn) send(data []byte) {
+// send queues one of the connection's own frames (replies, errors, ...),
+// which are never shed.
+func (c *conn) send(data []byte) { c.push(hub.Frame{Data: data}) }
+
+// push queues f. It never blocks: when the client falls behind, the queue
+// sheds load in tiers (see outQueue), and only a client that does not read
+// at all is closed with 1013 (try again later); it resumes from where it was
+// when it reconnects.
+func (c *conn) push(f hub.Frame) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
 		return
 	}
-	if c.queued+len(data) > c.g.opts.SendQueueBytes {
-		c.mu.Unlock()
-		c.g.metrics.slowClosed.Inc()
-		c.g.log.Info("closing slow client", "user", c.who.User.ID, "queued_bytes", c.queued)
+	shed := c.out.push(f)
+	start := !c.writing && !shed.mustClose && c.out.len() > 0
+	if start {
+		c.writing = true
+		c.done.Add(1)
+	}
+	queued := c.out.bytes
+	c.mu.Unlock()
+
+	m := c.g.metrics
+	if shed.ephemeralDropped > 0 || shed.newDropped {
+		m.backpressure.WithLabelValues("drop_ephemeral").Inc()
+	}
+	if shed.messagesGapped > 0 {
+		m.backpressure.WithLabelValues("gap").Inc()
+		c.g.log.Info("client falling behind: replaced its backlog by a gap", "user", c.who.User.ID, "messages", shed.messagesGapped)
+	}
+	if shed.mustClose {
+		m.backpressure.WithLabelValues("disconnect").Inc()
+		m.slowClosed.Inc()
+		c.g.log.Info("closing slow client", "user", c.who.User.ID, "queued_bytes", queued)
 		c.close(websocket.StatusTryAgainLater, "too slow: send queue full")
 		return
 	}
-	c.queue = append(c.queue, data)
-	c.queued += len(data)
-	start := !c.writing
-	c.writing = true
-	if start {
-		c.done.Add(1)
-	}
-	c.mu.Unlock()
 	if start {
 		go c.writeLoop()
 	}
@@ -92,40 +106,25 @@ func (c *conn) writeLoop() {
 	var buf bytes.Buffer
 	for {
 		c.mu.Lock()
-		if len(c.queue) == 0 || c.closing {
+		if c.out.len() == 0 || c.closing {
 			c.writing = false
 			c.mu.Unlock()
 			return
 		}
-		// Take as much of the queue as fits in one batch (at least one frame).
-		n, size := 0, 0
-		for n < len(c.queue) && (n == 0 || size+len(c.queue[n])+1 <= maxBatchBytes) {
-			size += len(c.queue[n]) + 1
-			n++
-		}
-		batch := c.queue[:n]
-		var msg []byte
-		if n == 1 {
-			msg = batch[0]
-		} else {
+		batch := c.out.take(maxBatchBytes)
+		c.mu.Unlock()
+
+		msg := batch[0].Data
+		if len(batch) > 1 {
 			buf.Reset()
-			for i, b := range batch {
+			for i, it := range batch {
 				if i > 0 {
 					buf.WriteByte('\n')
 				}
-				buf.Write(b)
+				buf.Write(it.Data)
 			}
 			msg = buf.Bytes()
 		}
-		clear(batch)
-		c.queue = c.queue[n:]
-		if len(c.queue) == 0 {
-			c.queue = c.spare[:0]
-			c.spare = batch[:0]
-		}
-		c.queued -= size - n
-		c.mu.Unlock()
-
 		ctx, cancel := context.WithTimeout(c.ctx, c.g.opts.WriteTimeout)
 		err := c.ws.Write(ctx, websocket.MessageText, msg)
 		cancel()
@@ -140,7 +139,7 @@ func (c *conn) writeLoop() {
 			return
 		}
 		c.g.metrics.framesOut.Inc()
-		c.g.metrics.messagesOut.Add(float64(n))
+		c.g.metrics.messagesOut.Add(float64(len(batch)))
 	}
 }
 
@@ -153,7 +152,7 @@ func (c *conn) close(code websocket.StatusCode, reason string) {
 		return
 	}
 	c.closing = true
-	c.queue, c.queued = nil, 0
+	c.out.reset()
 	c.done.Add(1)
 	c.mu.Unlock()
 	go func() {

@@ -395,51 +395,188 @@ func TestLeaveStopsDelivery(t *testing.T) {
 	}
 }
 
-func TestSlowClientIsClosedWith1013AndOthersKeepUp(t *testing.T) {
-	g := newGateway(t, gateway.Options{SendQueueBytes: 64 << 10, SendRate: 1e6, SendBurst: 1e6})
-	slow := dial(t, g.URL, "slow") // never reads after joining
-	join(t, slow, "general")
-	fast := dial(t, g.URL, "fast")
-	join(t, fast, "general")
-	sender := dial(t, g.URL, "sender")
-	join(t, sender, "general")
+// metric returns the value of a counter or gauge line on /metrics, such as
+// `parley_backpressure_total{tier="gap"}`, or 0 when it is absent.
+func metric(t *testing.T, url, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return 0
+}
 
-	// Enough bytes to fill the kernel's socket buffers and then the
-	// slow client's queue.
-	const n = 4000
+// flood sends big messages from sender, each after the ack of the one
+// before (so the sender itself keeps up), until stop says enough, and
+// returns how many it sent.
+func flood(t *testing.T, sender *client.Conn, stop func() bool) int {
+	t.Helper()
 	text := strings.Repeat("x", 3000)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
+	for i := 0; ; i++ {
+		if i%20 == 0 && stop() {
+			return i
+		}
+		if err := sender.Send(ctx, map[string]any{"type": "send", "room": "general", "text": text, "client_msg_id": fmt.Sprint("s-", i)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sender.NextOf(ctx, protocol.TypeAck); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// readAll reads a client's messages in the background and checks they come
+// in contiguous seq order; wait returns how many it saw.
+func readAll(t *testing.T, c *client.Conn) (wait func(n int)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan int64, 1<<16)
 	go func() {
-		// One send at a time, each waiting for its ack: the sender reads
-		// its own frames and keeps up, like the fast client.
-		for i := range n {
-			if err := sender.Send(ctx, map[string]any{"type": "send", "room": "general", "text": text, "client_msg_id": fmt.Sprint("s-", i)}); err != nil {
-				done <- err
+		defer close(got)
+		for {
+			f, err := c.NextOf(ctx, protocol.TypeMessage)
+			if err != nil {
 				return
 			}
-			if _, err := sender.NextOf(ctx, protocol.TypeAck); err != nil {
-				done <- err
-				return
-			}
+			got <- f.Seq
 		}
-		done <- nil
 	}()
-	for want := int64(1); want <= n; {
-		f, err := fast.NextOf(ctx, protocol.TypeMessage)
+	t.Cleanup(cancel)
+	return func(n int) {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for want := int64(1); want <= int64(n); want++ {
+			select {
+			case seq, ok := <-got:
+				if !ok || seq != want {
+					t.Fatalf("fast client got seq %d (open %v), want %d", seq, ok, want)
+				}
+			case <-timeout:
+				t.Fatalf("fast client stuck before seq %d", want)
+			}
+		}
+	}
+}
+
+func TestSlowClientGetsAGapInsteadOfItsBacklog(t *testing.T) {
+	g := newGateway(t, gateway.Options{SendQueueBytes: 64 << 10, SendRate: 1e6, SendBurst: 1e6})
+	slow := dial(t, g.URL, "slow") // stops reading after joining, for a while
+	join(t, slow, "general")
+	fast := dial(t, g.URL, "fast")
+	join(t, fast, "general")
+	wait := readAll(t, fast)
+	sender := dial(t, g.URL, "sender")
+	join(t, sender, "general")
+
+	sent := flood(t, sender, func() bool { return metric(t, g.URL, `parley_backpressure_total{tier="gap"}`) >= 1 })
+	wait(sent)
+
+	// The slow client reads again: its backlog became a gap frame, which
+	// names what to fetch; the connection is open, and history has it all.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var gap client.Frame
+	for gap.Type != protocol.TypeGap {
+		f, err := slow.Next(ctx)
 		if err != nil {
-			t.Fatalf("fast client after seq %d: %v", want-1, err)
+			t.Fatalf("slow client before its gap frame: %v", err)
 		}
-		if f.Seq != want {
-			t.Fatalf("fast client got seq %d, want %d", f.Seq, want)
+		gap = f
+	}
+	var span protocol.Gap
+	if err := json.Unmarshal(gap.Raw, &span); err != nil || span.Room != "general" || span.From < 1 || span.To < span.From || span.To > int64(sent) {
+		t.Fatalf("gap %s after %d messages", gap.Raw, sent)
+	}
+	send(t, slow, map[string]any{"type": "history", "room": "general", "after": span.From - 1, "limit": 10})
+	if h := next(t, slow, protocol.TypeHistory); len(h.Messages) == 0 || h.Messages[0].Seq != span.From {
+		t.Fatalf("history after the gap: %s", h.Raw)
+	}
+	if got := metric(t, g.URL, `parley_backpressure_total{tier="disconnect"}`); got != 0 {
+		t.Fatalf("%v disconnects; the slow client read again in time", got)
+	}
+}
+
+func TestClientThatNeverReadsIsClosedAndOthersKeepUp(t *testing.T) {
+	g := newGateway(t, gateway.Options{SendQueueBytes: 64 << 10, SendRate: 1e6, SendBurst: 1e6})
+	dead := dial(t, g.URL, "dead") // never reads again
+	join(t, dead, "general")
+	fast := dial(t, g.URL, "fast")
+	join(t, fast, "general")
+	wait := readAll(t, fast)
+	sender := dial(t, g.URL, "sender")
+	join(t, sender, "general")
+
+	sent := flood(t, sender, func() bool { return metric(t, g.URL, `parley_backpressure_total{tier="disconnect"}`) >= 1 })
+	wait(sent)
+	if got := metric(t, g.URL, `parley_backpressure_total{tier="gap"}`); got < 1 {
+		t.Fatal("closed without first trying a gap")
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for g.Connections() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections: the client that never reads was not closed", g.Connections())
 		}
-		want++
+		time.Sleep(10 * time.Millisecond) // polling the gateway's count
 	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	// Whatever the dead client reads now ends in 1013, or in a reset when
+	// the close frame could not get past its full buffers.
+	expectEnd(t, dead, websocket.StatusTryAgainLater)
+}
+
+// expectEnd reads until the connection ends and accepts the close code or
+// an abrupt end.
+func expectEnd(t *testing.T, c *client.Conn, code websocket.StatusCode) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		_, err := c.Next(ctx)
+		if err == nil {
+			continue
+		}
+		if got := websocket.CloseStatus(err); got != code && got != -1 {
+			t.Fatalf("connection ended with %v", err)
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the connection did not end")
+		}
+		return
 	}
-	expectClose(t, slow, websocket.StatusTryAgainLater)
+}
+
+func TestTypingIsRelayedNotStoredAndThrottled(t *testing.T) {
+	g := newGateway(t, gateway.Options{})
+	alice, bob := dial(t, g.URL, "alice"), dial(t, g.URL, "bob")
+	join(t, alice, "general")
+	join(t, bob, "general")
+	for range 3 { // a burst: one notice gets through
+		send(t, alice, map[string]any{"type": "typing", "room": "general"})
+	}
+	sendText(t, alice, "general", "done typing", "a-1")
+	f := next(t, bob, protocol.TypeTyping, protocol.TypeMessage)
+	if f.Type != protocol.TypeTyping || f.Room != "general" || f.User.Name != "alice" {
+		t.Fatalf("bob got %s, want alice typing", f.Raw)
+	}
+	if m := next(t, bob, protocol.TypeTyping, protocol.TypeMessage); m.Type != protocol.TypeMessage || m.Seq != 1 {
+		t.Fatalf("bob got %s after one typing notice, want the message", m.Raw)
+	}
+	page, err := g.store.Recent(context.Background(), "general", 10)
+	if err != nil || len(page.Messages) != 1 {
+		t.Fatalf("history holds %d messages, %v: typing must not be stored", len(page.Messages), err)
+	}
+	send(t, bob, map[string]any{"type": "typing", "room": "elsewhere"})
+	expectError(t, bob, protocol.CodeNotJoined)
 }
 
 func TestUnresponsivePeerIsReaped(t *testing.T) {

@@ -20,6 +20,7 @@ type metrics struct {
 	slowClosed      prometheus.Counter
 	deadClosed      prometheus.Counter
 	abuseClosed     prometheus.Counter
+	backpressure    *prometheus.CounterVec
 	pingRTT         prometheus.Histogram
 }
 
@@ -67,12 +68,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		abuseClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_abusive_clients_closed_total", Help: "Clients closed with 1008 for sending too many bad or rate-limited frames.",
 		}),
+		backpressure: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_backpressure_total",
+			Help: "Times a slow client's queue shed load, by tier: drop_ephemeral, gap (messages replaced by a gap frame), disconnect (1013).",
+		}, []string{"tier"}),
 		pingRTT: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "parley_ping_rtt_seconds", Help: "WebSocket ping round trips.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 	}
 	reg.MustRegister(m.connections, m.joins, m.framesIn, m.framesOut, m.messagesOut, m.sends, m.sendSeconds,
-		m.confirmSeconds, m.publishDeferred, m.errors, m.slowClosed, m.deadClosed, m.abuseClosed, m.pingRTT)
+		m.confirmSeconds, m.publishDeferred, m.errors, m.slowClosed, m.deadClosed, m.abuseClosed, m.backpressure, m.pingRTT)
 	return m
 }

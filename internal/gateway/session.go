@@ -64,6 +64,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(g.opts.MaxFrameBytes)
 
 	c := &conn{
+		out:   outQueue{limit: g.opts.SendQueueBytes},
 		g:     g,
 		ws:    ws,
 		who:   who,
@@ -132,6 +133,8 @@ func (c *conn) readLoop() error {
 			c.publish(req)
 		case protocol.TypeHistory:
 			c.history(req)
+		case protocol.TypeTyping:
+			c.typing(req)
 		}
 	}
 }
@@ -257,6 +260,7 @@ func (c *conn) leave(req protocol.Request) {
 	if s := c.subs[req.Room]; s != nil {
 		s.Close()
 		delete(c.subs, req.Room)
+		delete(c.lastTyping, req.Room)
 	}
 	c.send(protocol.Encode(protocol.TypeLeft, protocol.Left{Room: req.Room}))
 }
@@ -283,6 +287,35 @@ func (c *conn) publish(req protocol.Request) {
 	}
 	c.g.metrics.sendSeconds.Observe(time.Since(start).Seconds())
 	c.send(protocol.Encode(protocol.TypeAck, ack))
+}
+
+// typingInterval is the least time between two typing notices of one
+// connection in one room; more are dropped. Clients send one every few
+// seconds while someone types and expire it on their own.
+const typingInterval = 2 * time.Second
+
+// typing relays that the user is typing to every member of the room, through
+// the broker like a message, but never stored: it is worthless a few seconds
+// later, so a lost one is not retried either.
+func (c *conn) typing(req protocol.Request) {
+	if c.subs[req.Room] == nil {
+		c.reject(protocol.Errorf(protocol.CodeNotJoined, "join the room before typing in it"), req.Room)
+		return
+	}
+	now := time.Now()
+	if now.Sub(c.lastTyping[req.Room]) < typingInterval {
+		return
+	}
+	if c.lastTyping == nil {
+		c.lastTyping = make(map[string]time.Time)
+	}
+	c.lastTyping[req.Room] = now
+	body := protocol.Encode(protocol.TypeTyping, protocol.Typing{Room: req.Room, User: c.who.User})
+	ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
+	defer cancel()
+	if err := c.g.broker.Publish(ctx, body, ""); err != nil {
+		c.g.log.Debug("typing notice not published", "room", req.Room, "err", err)
+	}
 }
 
 func (c *conn) history(req protocol.Request) {

@@ -37,10 +37,27 @@ type Member interface {
 type Frame struct {
 	// Data is the encoded frame, shared between members.
 	Data []byte
+	// Kind tells a member falling behind what it may drop or replace.
+	Kind Kind
 	// Room and Seq say which message Data is, when it is one (Seq > 0).
 	Room string
 	Seq  int64
 }
+
+// Kind classifies frames by what a member may do with them when it cannot
+// keep up.
+type Kind uint8
+
+const (
+	// KindControl frames (joined, acks, errors, ...) are always delivered.
+	KindControl Kind = iota
+	// KindMessage frames are room messages: a member falling behind may
+	// replace a run of them by a gap the client fills from history.
+	KindMessage
+	// KindEphemeral frames (typing, presence) may be dropped: the next one
+	// supersedes them.
+	KindEphemeral
+)
 
 // History is the part of the store the hub reads to repair holes.
 type History interface {
@@ -64,6 +81,10 @@ type Config struct {
 	// MaxHeld bounds the early messages a room holds while waiting for a
 	// hole to close; past it the hole is repaired at once. Zero means 1000.
 	MaxHeld int
+	// OnBody receives broker bodies of types the hub does not handle itself
+	// (neither "message" nor "typing"), such as cluster statistics. It is
+	// called from the broker's goroutine and must not block. Nil drops them.
+	OnBody func(typ string, body []byte)
 	// BrokerReady reports whether the broker can publish and consume
 	// (broker.Broker.Ready). While it cannot, the hub polls the store, as it
 	// does while the consume link is down. Nil means the link state alone
@@ -179,9 +200,17 @@ func (h *Hub) Nudge(room string) {
 // are not valid message frames are logged and dropped; they may come from
 // any service that can publish to the exchange.
 func (h *Hub) Deliver(body []byte) {
-	m, err := protocol.DecodeMessage(body)
+	typ, m, err := protocol.DecodeBody(body)
 	if err != nil {
-		h.log.Warn("dropping invalid broker message", "err", err, "bytes", len(body))
+		h.log.Warn("dropping invalid broker body", "type", typ, "err", err, "bytes", len(body))
+		return
+	}
+	switch typ {
+	case protocol.TypeMessage, protocol.TypeTyping:
+	default:
+		if h.cfg.OnBody != nil {
+			h.cfg.OnBody(typ, body)
+		}
 		return
 	}
 	h.mu.RLock()
@@ -192,6 +221,10 @@ func (h *Hub) Deliver(body []byte) {
 	}
 	// Re-encode rather than forward the body: members get exactly the fields
 	// of the protocol, whatever else a foreign publisher put in.
+	if typ == protocol.TypeTyping {
+		r.broadcast(protocol.Encode(protocol.TypeTyping, protocol.Typing{Room: m.Room, User: m.User}))
+		return
+	}
 	r.offer(h, m.Seq, m.Epoch, protocol.EncodeMessage(m))
 }
 

@@ -369,3 +369,31 @@ func TestNudgeReadsTheRoomNow(t *testing.T) {
 		t.Fatalf("frames %v, want %v", got, want)
 	}
 }
+
+func TestTypingReachesStartedMembersAsEphemeral(t *testing.T) {
+	var other []string
+	var mu sync.Mutex
+	st := store.NewMemory(store.Retention{}, nil)
+	h := hub.New(hub.Config{OnBody: func(typ string, _ []byte) { mu.Lock(); other = append(other, typ); mu.Unlock() }},
+		st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	started, joining := newMember(), newMember()
+	h.Subscribe("general", started).Start(joinedFrame("general"), "", 0)
+	h.Subscribe("general", joining)
+
+	h.Deliver([]byte(`{"type":"typing","room":"general","user":{"id":"u1","name":"Ann"},"extra":"dropped"}`))
+	h.Deliver([]byte(`{"type":"typing","room":"general","user":{"id":""}}`)) // invalid: dropped
+	h.Deliver([]byte(`{"type":"stats","gateway":"gw-2"}`))
+	started.waitFor(t, 2)
+	f := started.frames[1]
+	if f.Kind != hub.KindEphemeral || string(f.Data) != `{"type":"typing","room":"general","user":{"id":"u1","name":"Ann"}}` {
+		t.Fatalf("typing frame %+v %s", f, f.Data)
+	}
+	if n := len(joining.seqs()); n != 0 {
+		t.Fatalf("a member still reading history got %d frames", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(other) != 1 || other[0] != "stats" {
+		t.Fatalf("OnBody got %v", other)
+	}
+}

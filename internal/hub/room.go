@@ -119,9 +119,23 @@ func (r *room) drainHeldLocked() {
 
 func (r *room) emitLocked(seq int64, data []byte) {
 	r.last = seq
-	f := Frame{Data: data, Room: r.name, Seq: seq}
+	f := Frame{Data: data, Kind: KindMessage, Room: r.name, Seq: seq}
 	for s := range r.subs {
 		s.deliverLocked(f)
+	}
+}
+
+// broadcast pushes an ephemeral frame to the room's started members. It is
+// outside the seq order: it may overtake messages, and a member that joins
+// later does not get it.
+func (r *room) broadcast(data []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f := Frame{Data: data, Kind: KindEphemeral, Room: r.name}
+	for s := range r.subs {
+		if s.started {
+			s.member.Push(f)
+		}
 	}
 }
 

@@ -16,6 +16,8 @@ const (
 	TypeLeave   = "leave"
 	TypeSend    = "send"
 	TypeHistory = "history"
+	// TypeTyping is also sent by the gateway, to tell members who types.
+	TypeTyping = "typing"
 )
 
 // Frame types a gateway sends (besides "history", which answers a request of
@@ -28,6 +30,7 @@ const (
 	TypeMessage = "message"
 	TypeError   = "error"
 	TypeStatus  = "status"
+	TypeGap     = "gap"
 )
 
 // Limits bound what DecodeRequest accepts. The zero value of a field means
@@ -126,7 +129,7 @@ func DecodeRequest(data []byte, lim Limits) (Request, error) {
 	}
 
 	switch raw.Type {
-	case TypeJoin, TypeLeave, TypeSend, TypeHistory:
+	case TypeJoin, TypeLeave, TypeSend, TypeHistory, TypeTyping:
 	case "":
 		return fail(CodeUnknownType, "missing field \"type\"")
 	default:
@@ -363,6 +366,32 @@ func EncodeMessage(m Message) []byte {
 	return mustMarshal(messageFrame{Type: TypeMessage, Message: m})
 }
 
+// DecodeBody decodes a broker body: a "message" frame (validated as by
+// DecodeMessage), a "typing" frame (validated; its Room and User are in m), or
+// any other type, which is returned with a zero Message for the caller to
+// handle or drop. One decode serves all, since the types share field names.
+func DecodeBody(data []byte) (typ string, m Message, err error) {
+	var f messageFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return "", Message{}, fmt.Errorf("decode body: %w", err)
+	}
+	switch f.Type {
+	case TypeMessage:
+		m, err := validMessage(f.Message)
+		return f.Type, m, err
+	case TypeTyping:
+		if !ValidRoom(f.Room) || !validUser(f.User) {
+			return f.Type, Message{}, errors.New("decode typing: invalid room or user")
+		}
+		return f.Type, Message{Room: f.Room, User: f.User}, nil
+	}
+	return f.Type, Message{}, nil
+}
+
+func validUser(u User) bool {
+	return u.ID != "" && len(u.ID) <= 128 && len(u.Name) <= 4*MaxNameLen && utf8.ValidString(u.ID) && utf8.ValidString(u.Name)
+}
+
 // DecodeMessage decodes and validates a "message" frame, such as a broker
 // body. Bodies may come from other services publishing to the exchange, so
 // everything a client would rely on is checked.
@@ -371,10 +400,14 @@ func DecodeMessage(data []byte) (Message, error) {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return Message{}, fmt.Errorf("decode message: %w", err)
 	}
-	m := f.Message
-	switch {
-	case f.Type != TypeMessage:
+	if f.Type != TypeMessage {
 		return Message{}, fmt.Errorf("decode message: type is %q", truncate(f.Type, 32))
+	}
+	return validMessage(f.Message)
+}
+
+func validMessage(m Message) (Message, error) {
+	switch {
 	case !ValidRoom(m.Room):
 		return Message{}, errors.New("decode message: invalid room")
 	case !validToken(m.Epoch, maxEpochLen):
@@ -383,7 +416,7 @@ func DecodeMessage(data []byte) (Message, error) {
 		return Message{}, errors.New("decode message: seq must be positive")
 	case !validToken(m.ID, maxIDLen):
 		return Message{}, errors.New("decode message: invalid id")
-	case m.User.ID == "" || len(m.User.ID) > 128 || !utf8.ValidString(m.User.ID) || !utf8.ValidString(m.User.Name):
+	case !validUser(m.User):
 		return Message{}, errors.New("decode message: invalid user")
 	case m.ClientMsgID != "" && !ValidClientMsgID(m.ClientMsgID):
 		return Message{}, errors.New("decode message: invalid client_msg_id")
@@ -441,6 +474,23 @@ type Ack struct {
 	Room        string `json:"room"`
 	Seq         int64  `json:"seq"`
 	ID          string `json:"id"`
+}
+
+// Typing says that User is typing in Room. It is ephemeral: relayed through
+// the broker to every gateway, never stored, and dropped first when a client
+// falls behind.
+type Typing struct {
+	Room string `json:"room"`
+	User User   `json:"user"`
+}
+
+// Gap tells a client that the gateway dropped the messages From..To of Room
+// from its backlog because it was falling behind; the client fetches them with
+// history "after" From-1, as after any hole in the seqs.
+type Gap struct {
+	Room string `json:"room"`
+	From int64  `json:"from"`
+	To   int64  `json:"to"`
 }
 
 // Status tells a client about the state of its gateway.

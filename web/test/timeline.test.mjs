@@ -328,3 +328,12 @@ test('junk in messages arrays is ignored', () => {
   assert.deepEqual(ch.added.map((m) => m.seq), [1, 2]);
   assert.deepEqual(tl.applyMessage({ type: 'message' }).added, []);
 });
+
+test('a gap frame asks history for the dropped messages', () => {
+  const tl = new RoomTimeline('general');
+  tl.applyJoined({ room: 'general', epoch: 'e1', seq: 3, messages: [msg(1), msg(2), msg(3)] });
+  const ch = tl.applyGap({ type: 'gap', room: 'general', from: 4, to: 9 });
+  assert.deepEqual(ch.requests, [{ type: 'history', room: 'general', after: 3, limit: 100 }]);
+  // A second gap while the fill is out asks nothing more.
+  assert.equal(tl.applyGap({ type: 'gap', room: 'general', from: 10, to: 12 }).requests.length, 0);
+});

@@ -1,0 +1,174 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleychat/parley/internal/auth"
+	"github.com/parleychat/parley/internal/broker"
+	"github.com/parleychat/parley/internal/gateway"
+	"github.com/parleychat/parley/internal/hub"
+	"github.com/parleychat/parley/internal/store"
+)
+
+// BenchmarkFanOutWebSocket measures a gateway's whole delivery path in one
+// process, over loopback WebSockets: a publisher sends, the message is
+// stored and published (embedded store and broker), and the hub pushes it to
+// every member's queue, whose writer writes it to the member's socket.
+// ns/delivery is the elapsed time per message per member with the members'
+// reading included; run it with -cpuprofile and look at the gateway's
+// functions (conn.send, writeLoop, hub) to see where a delivery's CPU goes
+// without RabbitMQ, Redis or another process in the picture.
+//
+//	go test ./internal/gateway -run '^$' -bench FanOutWebSocket -benchmem -cpuprofile cpu.out
+func BenchmarkFanOutWebSocket(b *testing.B) {
+	for _, members := range []int{100, 1000} {
+		b.Run(strconv.Itoa(members), func(b *testing.B) { benchFanOut(b, members) })
+	}
+}
+
+func benchFanOut(b *testing.B, members int) {
+	url := newFanOutGateway(b)
+	ctx := context.Background()
+	var received atomic.Int64 // message frames, all members together
+	var readers sync.WaitGroup
+	var conns []*websocket.Conn
+	b.Cleanup(func() {
+		for _, c := range conns {
+			_ = c.CloseNow()
+		}
+		readers.Wait()
+	})
+	dial := func(i int) *websocket.Conn {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		c, _, err := websocket.Dial(dctx, url+"/ws?name=m"+strconv.Itoa(i), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.SetReadLimit(-1)
+		conns = append(conns, c)
+		if err := c.Write(dctx, websocket.MessageText, []byte(`{"type":"join","room":"bench"}`)); err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	joined := make(chan struct{}, members)
+	for i := range members {
+		c := dial(i)
+		readers.Go(func() {
+			buf := make([]byte, 0, 4096)
+			for {
+				_, r, err := c.Reader(ctx)
+				if err != nil {
+					return
+				}
+				buf = buf[:0]
+				for {
+					if len(buf) == cap(buf) {
+						buf = append(buf, 0)[:len(buf)]
+					}
+					n, err := r.Read(buf[len(buf):cap(buf)])
+					buf = buf[:len(buf)+n]
+					if errors.Is(err, io.EOF) {
+						break
+					}
+					if err != nil {
+						return
+					}
+				}
+				msgs := bytes.Count(buf, []byte(`{"type":"message"`))
+				if bytes.HasPrefix(buf, []byte(`{"type":"joined"`)) {
+					joined <- struct{}{}
+				}
+				received.Add(int64(msgs))
+			}
+		})
+	}
+	for range members {
+		select {
+		case <-joined:
+		case <-time.After(30 * time.Second):
+			b.Fatal("members did not join")
+		}
+	}
+	pub := dial(members) // also joins; its own copies are not counted
+	go func() {
+		// The publisher's acks and copies must be read, or its queue fills.
+		for {
+			if _, _, err := pub.Read(ctx); err != nil {
+				return
+			}
+		}
+	}()
+
+	// Keep at most window messages per member in flight, far below the
+	// gateway's send queue bound.
+	const window = 64
+	frame := func(i int) []byte {
+		return []byte(`{"type":"send","room":"bench","text":"hello, this is a chat message of ordinary length","client_msg_id":"c-` + strconv.Itoa(i) + `"}`)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		for int64(i-window)*int64(members) > received.Load() {
+			time.Sleep(50 * time.Microsecond)
+		}
+		if err := pub.Write(ctx, websocket.MessageText, frame(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	want := int64(b.N) * int64(members)
+	deadline := time.Now().Add(60 * time.Second)
+	for received.Load() < want {
+		if time.Now().After(deadline) {
+			b.Fatalf("members got %d of %d messages", received.Load(), want)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(want), "ns/delivery")
+}
+
+// newFanOutGateway runs a gateway on the embedded broker and store, with the
+// limits a benchmark would trip lifted and logs discarded, and stops it when
+// the benchmark ends.
+func newFanOutGateway(b *testing.B) string {
+	b.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st := store.NewMemory(store.Retention{}, nil)
+	br := &broker.Memory{}
+	h := hub.New(hub.Config{}, st, log)
+	g := gateway.New(gateway.Deps{
+		Logger: log, Hub: h, Store: st, Broker: br, Auth: auth.Guest{},
+		Web: fstest.MapFS{}, Registry: prometheus.NewRegistry(),
+	}, gateway.Options{SendRate: 1e9, SendBurst: 1e9, MaxConnsPerIP: 1e6})
+	srv := httptest.NewServer(g.Handler())
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { h.Run(ctx) })
+	wg.Go(func() { _ = br.Consume(ctx, h) })
+	wg.Go(func() { g.Run(ctx) })
+	b.Cleanup(func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer dcancel()
+		_ = g.Drain(dctx)
+		srv.Close()
+		cancel()
+		wg.Wait()
+	})
+	return srv.URL
+}

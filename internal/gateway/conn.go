@@ -39,8 +39,9 @@ type conn struct {
 
 	// subs is the connection's rooms, and lastTyping when it last relayed
 	// typing in each; only the handler goroutine uses them.
-	subs       map[string]*hub.Subscription
-	lastTyping map[string]time.Time
+	subs        map[string]*hub.Subscription
+	lastTyping  map[string]time.Time
+	lastLatency time.Time
 
 	mu      sync.Mutex
 	out     outQueue

@@ -91,7 +91,7 @@ func benchFanOut(b *testing.B, members int) {
 					}
 				}
 				msgs := bytes.Count(buf, []byte(`{"type":"message"`))
-				if bytes.HasPrefix(buf, []byte(`{"type":"joined"`)) {
+				if bytes.Contains(buf, []byte(`{"type":"joined"`)) {
 					joined <- struct{}{}
 				}
 				received.Add(int64(msgs))
@@ -106,14 +106,14 @@ func benchFanOut(b *testing.B, members int) {
 		}
 	}
 	pub := dial(members) // also joins; its own copies are not counted
-	go func() {
+	readers.Go(func() {
 		// The publisher's acks and copies must be read, or its queue fills.
 		for {
 			if _, _, err := pub.Read(ctx); err != nil {
 				return
 			}
 		}
-	}()
+	})
 
 	// Keep at most window messages per member in flight, far below the
 	// gateway's send queue bound.

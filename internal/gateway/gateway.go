@@ -45,7 +45,18 @@ type Authenticator interface {
 	Authenticate(r *http.Request) (auth.Identity, error)
 }
 
-// Deps are the parts a Gateway is built from. All are required.
+// StatsRecorder is told what the cluster statistics count (see
+// internal/stats). Its methods are called on the hot path and must be cheap
+// and safe for concurrent use.
+type StatsRecorder interface {
+	// Sent counts a message accepted from a client of this gateway.
+	Sent(room string)
+	// Latency takes a client's report: send-to-own-message round trips and
+	// server-to-screen delivery times, in milliseconds.
+	Latency(rtt, delivery []float64)
+}
+
+// Deps are the parts a Gateway is built from. All are required but Stats.
 type Deps struct {
 	Logger   *slog.Logger
 	Hub      *hub.Hub
@@ -54,6 +65,7 @@ type Deps struct {
 	Auth     Authenticator
 	Web      fs.FS // the browser client, served at /
 	Registry *prometheus.Registry
+	Stats    StatsRecorder // nil: nothing is counted for the cluster
 }
 
 // Options tune a Gateway; internal/config documents each, and the zero
@@ -143,6 +155,7 @@ type Gateway struct {
 	web     fs.FS
 	reg     *prometheus.Registry
 	metrics *metrics
+	stats   StatsRecorder
 
 	// ctx is the parent of every connection's work. It is not a request's
 	// context: after a WebSocket upgrade the request context is unreliable
@@ -184,6 +197,7 @@ func New(deps Deps, opts Options) *Gateway {
 		web:     deps.Web,
 		reg:     deps.Registry,
 		metrics: newMetrics(deps.Registry),
+		stats:   deps.Stats,
 		ctx:     ctx,
 		cancel:  cancel,
 		conns:   make(map[*conn]int),

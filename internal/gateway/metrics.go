@@ -22,6 +22,9 @@ type metrics struct {
 	abuseClosed     prometheus.Counter
 	backpressure    *prometheus.CounterVec
 	pingRTT         prometheus.Histogram
+	// clientRTT and clientDelivery are what clients report they see.
+	clientRTT      prometheus.Histogram
+	clientDelivery prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -77,6 +80,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 	}
+	m.clientRTT = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "parley_client_rtt_seconds",
+		Help:    "Round trips clients report: from a send to their own message coming back.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	})
+	m.clientDelivery = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "parley_client_delivery_seconds",
+		Help:    "Delivery times clients report: from the server's timestamp to the message on screen, clock offset corrected.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	})
+	reg.MustRegister(m.clientRTT, m.clientDelivery)
 	reg.MustRegister(m.connections, m.joins, m.framesIn, m.framesOut, m.messagesOut, m.sends, m.sendSeconds,
 		m.confirmSeconds, m.publishDeferred, m.errors, m.slowClosed, m.deadClosed, m.abuseClosed, m.backpressure, m.pingRTT)
 	return m

@@ -135,6 +135,8 @@ func (c *conn) readLoop() error {
 			c.history(req)
 		case protocol.TypeTyping:
 			c.typing(req)
+		case protocol.TypeLatency:
+			c.latency(req)
 		}
 	}
 }
@@ -286,6 +288,9 @@ func (c *conn) publish(req protocol.Request) {
 		return
 	}
 	c.g.metrics.sendSeconds.Observe(time.Since(start).Seconds())
+	if c.g.stats != nil {
+		c.g.stats.Sent(req.Room)
+	}
 	c.send(protocol.Encode(protocol.TypeAck, ack))
 }
 
@@ -315,6 +320,30 @@ func (c *conn) typing(req protocol.Request) {
 	defer cancel()
 	if err := c.g.broker.Publish(ctx, body, ""); err != nil {
 		c.g.log.Debug("typing notice not published", "room", req.Room, "err", err)
+	}
+}
+
+// latencyInterval is the least time between two latency reports of one
+// connection that are counted; clients report every few seconds.
+const latencyInterval = 2 * time.Second
+
+// latency takes the client's measurements into the gateway's histograms (and
+// the cluster statistics), so operators see the latency people actually get,
+// not only what the server measures of itself.
+func (c *conn) latency(req protocol.Request) {
+	now := time.Now()
+	if now.Sub(c.lastLatency) < latencyInterval {
+		return
+	}
+	c.lastLatency = now
+	for _, ms := range req.RTT {
+		c.g.metrics.clientRTT.Observe(ms / 1000)
+	}
+	for _, ms := range req.Delivery {
+		c.g.metrics.clientDelivery.Observe(ms / 1000)
+	}
+	if c.g.stats != nil {
+		c.g.stats.Latency(req.RTT, req.Delivery)
 	}
 }
 

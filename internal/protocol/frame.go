@@ -18,19 +18,22 @@ const (
 	TypeHistory = "history"
 	// TypeTyping is also sent by the gateway, to tell members who types.
 	TypeTyping = "typing"
+	// TypeLatency reports the latencies the client measured.
+	TypeLatency = "latency"
 )
 
 // Frame types a gateway sends (besides "history", which answers a request of
 // the same name).
 const (
-	TypeWelcome = "welcome"
-	TypeJoined  = "joined"
-	TypeLeft    = "left"
-	TypeAck     = "ack"
-	TypeMessage = "message"
-	TypeError   = "error"
-	TypeStatus  = "status"
-	TypeGap     = "gap"
+	TypeWelcome  = "welcome"
+	TypeJoined   = "joined"
+	TypeLeft     = "left"
+	TypeAck      = "ack"
+	TypeMessage  = "message"
+	TypeError    = "error"
+	TypeStatus   = "status"
+	TypeGap      = "gap"
+	TypePresence = "presence"
 )
 
 // Limits bound what DecodeRequest accepts. The zero value of a field means
@@ -80,6 +83,29 @@ type Request struct {
 	After     int64
 	HasAfter  bool
 	Limit     int
+
+	// latency: samples in milliseconds, each list at most MaxLatencySamples.
+	RTT, Delivery []float64
+}
+
+// MaxLatencySamples bounds each list of a latency report; a client reports
+// a sample of what it measured, every few seconds.
+const MaxLatencySamples = 50
+
+// decodeLatency validates a latency report: it names no room, only lists of
+// sane millisecond values.
+func decodeLatency(raw rawRequest, fail func(code, format string, args ...any) (Request, error)) (Request, error) {
+	for _, list := range [][]float64{raw.RTT, raw.Delivery} {
+		if len(list) > MaxLatencySamples {
+			return fail(CodeBadRequest, "at most %d samples per list", MaxLatencySamples)
+		}
+		for _, v := range list {
+			if !(v >= 0 && v <= 600_000) { // also false for NaN
+				return fail(CodeBadRequest, "latency samples are milliseconds from 0 to 600000")
+			}
+		}
+	}
+	return Request{Type: TypeLatency, RTT: raw.RTT, Delivery: raw.Delivery}, nil
 }
 
 // rawRequest mirrors every field a client frame may carry. Pointers tell a
@@ -94,6 +120,9 @@ type rawRequest struct {
 	Before      *int64  `json:"before"`
 	After       *int64  `json:"after"`
 	Limit       *int    `json:"limit"`
+	// latency
+	RTT      []float64 `json:"rtt_ms"`
+	Delivery []float64 `json:"delivery_ms"`
 }
 
 // DecodeRequest decodes and validates one client frame. The error, if any, is
@@ -130,6 +159,8 @@ func DecodeRequest(data []byte, lim Limits) (Request, error) {
 
 	switch raw.Type {
 	case TypeJoin, TypeLeave, TypeSend, TypeHistory, TypeTyping:
+	case TypeLatency:
+		return decodeLatency(raw, fail)
 	case "":
 		return fail(CodeUnknownType, "missing field \"type\"")
 	default:
@@ -491,6 +522,20 @@ type Gap struct {
 	Room string `json:"room"`
 	From int64  `json:"from"`
 	To   int64  `json:"to"`
+}
+
+// Presence is a room's member list, sent when it changes (at most about
+// once a second per room) and right after a join. Members is left out for
+// rooms larger than the gateway's list limit: then Count is all there is.
+// Joined and Left are the users who came and went since the gateway's last
+// presence frame for the room; they are empty in the frame that follows a
+// join.
+type Presence struct {
+	Room    string `json:"room"`
+	Count   int    `json:"count"`
+	Members []User `json:"members,omitempty"`
+	Joined  []User `json:"joined,omitempty"`
+	Left    []User `json:"left,omitempty"`
 }
 
 // Status tells a client about the state of its gateway.

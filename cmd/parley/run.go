@@ -35,8 +35,11 @@ import (
 // reconnect elsewhere), stop the HTTP server, stop consuming, let in-flight
 // publishes be confirmed, close the broker and store connections.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 1 && args[1] == "token" {
+		return runToken(args[2:], getenv, stdout, stderr)
+	}
 	if len(args) > 1 {
-		return fmt.Errorf("unknown arguments %q: parley is configured by PARLEY_* environment variables (see README.md)", args[1:])
+		return fmt.Errorf(`unknown arguments %q: parley is configured by PARLEY_* environment variables (see README.md); "parley token" mints a test token`, args[1:])
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -50,6 +53,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		cfg.GatewayID = defaultGatewayID()
 	}
 	log = log.With("gateway", cfg.GatewayID)
+
+	// Before any connection is made, so that a bad key stops the start.
+	authn, err := auth.New(auth.Config{
+		JWT: auth.JWTConfig{
+			Secret:        cfg.JWTSecret,
+			PublicKeyFile: cfg.JWTPublicKeyFile,
+			JWKSURL:       cfg.JWKSURL,
+			JWKSRefresh:   cfg.JWKSRefresh,
+			Audience:      cfg.JWTAudience,
+			Issuer:        cfg.JWTIssuer,
+		},
+		Guests: cfg.GuestsAllowed(),
+	})
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	if !cfg.TokensConfigured() && !cfg.GuestsAllowed() {
+		log.Warn("PARLEY_GUESTS=false and no token key: every WebSocket handshake will be refused")
+	}
+	log.Info("authentication", "mode", authn.String())
 
 	ret := store.Retention{MaxLen: cfg.HistoryMaxLen, MaxAge: cfg.HistoryMaxAge}
 	var st store.Store
@@ -85,7 +108,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	h := hub.New(hub.Config{BrokerReady: br.Ready}, st, log)
 	gw := gateway.New(gateway.Deps{
-		Logger: log, Hub: h, Store: st, Broker: br, Auth: auth.Guest{}, Web: web.Files, Registry: reg,
+		Logger: log, Hub: h, Store: st, Broker: br, Auth: authn, Web: web.Files, Registry: reg,
 	}, gateway.Options{
 		ID:               cfg.GatewayID,
 		AllowedOrigins:   cfg.AllowedOrigins,

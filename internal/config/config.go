@@ -33,8 +33,30 @@ type Config struct {
 	AMQPExchange string `env:"PARLEY_AMQP_EXCHANGE" envDefault:"parley.messages"`
 	// RedisPrefix starts every Redis key, for the same reason.
 	RedisPrefix string `env:"PARLEY_REDIS_PREFIX" envDefault:"parley:"`
-	// JWTSecret is the HS256 secret; empty means guest mode.
+	// JWTSecret is the HS256 secret shared with the backend that mints
+	// client tokens, used as raw bytes (at least 32). At most one of
+	// JWTSecret, JWTPublicKeyFile and JWKSURL may be set; with none, tokens
+	// are not accepted.
 	JWTSecret string `env:"PARLEY_JWT_SECRET"`
+	// JWTPublicKeyFile is a PEM file with the RSA (2048+ bits) or P-256
+	// public key, or a certificate, that verifies RS256 or ES256 tokens.
+	JWTPublicKeyFile string `env:"PARLEY_JWT_PUBLIC_KEY_FILE"`
+	// JWKSURL is an identity provider's JSON Web Key Set (https; http only
+	// on a loopback address), for RS256/ES256 tokens whose "kid" names one
+	// of its keys.
+	JWKSURL string `env:"PARLEY_JWKS_URL"`
+	// JWKSRefresh is the least time between two fetches of the JWKS: a
+	// token with an unknown "kid" triggers one, so this bounds what forged
+	// tokens can make the gateway do.
+	JWKSRefresh time.Duration `env:"PARLEY_JWKS_REFRESH" envDefault:"30s"`
+	// JWTAudience, when set, must be among a token's "aud".
+	JWTAudience string `env:"PARLEY_JWT_AUDIENCE"`
+	// JWTIssuer, when set, must be a token's "iss".
+	JWTIssuer string `env:"PARLEY_JWT_ISSUER"`
+	// Guests lets a client without a token in under a name it picks. Unset
+	// (nil) means true when no token key is configured and false when one
+	// is; see GuestsAllowed.
+	Guests *bool `env:"PARLEY_GUESTS"`
 	// AllowedOrigins are extra Origin host patterns (path.Match syntax) that
 	// may open a WebSocket; the gateway's own origin always may.
 	AllowedOrigins []string `env:"PARLEY_ALLOWED_ORIGINS" envSeparator:","`
@@ -173,6 +195,22 @@ func Keys() []string {
 	return keys
 }
 
+// TokensConfigured reports whether a token key is set, that is whether
+// clients may authenticate with a JWT.
+func (c Config) TokensConfigured() bool {
+	return c.JWTSecret != "" || c.JWTPublicKeyFile != "" || c.JWKSURL != ""
+}
+
+// GuestsAllowed resolves PARLEY_GUESTS: guests are the default only where
+// there is no other way in, so that configuring tokens closes guest access
+// unless the operator keeps it open on purpose.
+func (c Config) GuestsAllowed() bool {
+	if c.Guests != nil {
+		return *c.Guests
+	}
+	return !c.TokensConfigured()
+}
+
 func (c Config) check() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
@@ -202,6 +240,7 @@ func (c Config) check() error {
 		"PARLEY_MAX_CONNS_PER_IP":   int64(c.MaxConnsPerIP),
 		"PARLEY_MAX_CONNS_PER_USER": int64(c.MaxConnsPerUser),
 		"PARLEY_HANDSHAKE_TIMEOUT":  int64(c.HandshakeTimeout),
+		"PARLEY_JWKS_REFRESH":       int64(c.JWKSRefresh),
 		"PARLEY_JOIN_HISTORY":       int64(c.JoinHistory),
 		"PARLEY_HISTORY_MAX_LEN":    int64(c.HistoryMaxLen),
 		"PARLEY_HISTORY_MAX_AGE":    int64(c.HistoryMaxAge),
@@ -214,6 +253,15 @@ func (c Config) check() error {
 		if positive[k] <= 0 {
 			bad("%s must be positive", k)
 		}
+	}
+	keys := 0
+	for _, v := range []string{c.JWTSecret, c.JWTPublicKeyFile, c.JWKSURL} {
+		if v != "" {
+			keys++
+		}
+	}
+	if keys > 1 {
+		bad("set only one of PARLEY_JWT_SECRET, PARLEY_JWT_PUBLIC_KEY_FILE and PARLEY_JWKS_URL")
 	}
 	if c.SendRate <= 0 {
 		bad("PARLEY_SEND_RATE must be positive")

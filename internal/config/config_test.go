@@ -86,3 +86,33 @@ func TestEveryVariableIsDocumented(t *testing.T) {
 		}
 	}
 }
+
+func TestGuestsDefault(t *testing.T) {
+	for _, tc := range []struct {
+		env           map[string]string
+		guests, token bool
+	}{
+		{map[string]string{}, true, false},
+		{map[string]string{"PARLEY_JWT_SECRET": "s"}, false, true},
+		{map[string]string{"PARLEY_JWKS_URL": "https://id.example/jwks"}, false, true},
+		{map[string]string{"PARLEY_JWT_SECRET": "s", "PARLEY_GUESTS": "true"}, true, true},
+		{map[string]string{"PARLEY_GUESTS": "false"}, false, false},
+	} {
+		cfg, err := load(tc.env)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.env, err)
+		}
+		if cfg.GuestsAllowed() != tc.guests || cfg.TokensConfigured() != tc.token {
+			t.Errorf("%v: guests %v, tokens %v; want %v, %v", tc.env, cfg.GuestsAllowed(), cfg.TokensConfigured(), tc.guests, tc.token)
+		}
+	}
+	for _, env := range []map[string]string{
+		{"PARLEY_GUESTS": "maybe"},
+		{"PARLEY_JWT_SECRET": "s", "PARLEY_JWKS_URL": "https://id.example/jwks"},
+		{"PARLEY_JWKS_REFRESH": "0s"},
+	} {
+		if _, err := load(env); err == nil {
+			t.Errorf("%v: accepted", env)
+		}
+	}
+}

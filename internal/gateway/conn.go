@@ -27,15 +27,23 @@ const maxBatchBytes = 32 << 10
 // (its own replies and the hub's messages) goes through one bounded queue,
 // so replies and messages reach the client in the order they were queued.
 type conn struct {
-	g     *Gateway
-	ws    *websocket.Conn
-	who   auth.Identity
-	ctx   context.Context // ends when the gateway is stopped for good
-	sends *rate.Limiter
+	g  *Gateway
+	ws *websocket.Conn
+	// who is the session's identity; only the handler goroutine uses it,
+	// since a refresh replaces it. userID never changes (a refresh is for
+	// the same user), so any goroutine may log it.
+	who    auth.Identity
+	userID string
+	ctx    context.Context // ends when the gateway is stopped for good
+	sends  *rate.Limiter
 	// strikes is spent by rejected frames; when it runs out the client is
 	// closed as abusive.
 	strikes      *rate.Limiter
 	joinDeadline *time.Timer
+	// expiry fires when the session's token expires, and then again when
+	// the grace for a refresh is over.
+	expiryMu sync.Mutex
+	expiry   *time.Timer
 
 	// subs is the connection's rooms, and lastTyping when it last relayed
 	// typing in each; only the handler goroutine uses them.
@@ -87,12 +95,12 @@ func (c *conn) push(f hub.Frame) {
 	}
 	if shed.messagesGapped > 0 {
 		m.backpressure.WithLabelValues("gap").Inc()
-		c.g.log.Info("client falling behind: replaced its backlog by a gap", "user", c.who.User.ID, "messages", shed.messagesGapped)
+		c.g.log.Info("client falling behind: replaced its backlog by a gap", "user", c.userID, "messages", shed.messagesGapped)
 	}
 	if shed.mustClose {
 		m.backpressure.WithLabelValues("disconnect").Inc()
 		m.slowClosed.Inc()
-		c.g.log.Info("closing slow client", "user", c.who.User.ID, "queued_bytes", queued)
+		c.g.log.Info("closing slow client", "user", c.userID, "queued_bytes", queued)
 		c.close(websocket.StatusTryAgainLater, "too slow: send queue full")
 		return
 	}
@@ -131,7 +139,7 @@ func (c *conn) writeLoop() {
 		cancel()
 		if err != nil {
 			if !errors.Is(err, context.Canceled) && websocket.CloseStatus(err) == -1 {
-				c.g.log.Debug("write failed", "user", c.who.User.ID, "err", err)
+				c.g.log.Debug("write failed", "user", c.userID, "err", err)
 			}
 			c.mu.Lock()
 			c.writing = false
@@ -174,7 +182,7 @@ func (c *conn) ping() {
 		closing := c.closing
 		c.mu.Unlock()
 		if !closing {
-			c.g.log.Info("closing unresponsive client", "user", c.who.User.ID, "err", err)
+			c.g.log.Info("closing unresponsive client", "user", c.userID, "err", err)
 			c.g.metrics.deadClosed.Inc()
 			// A peer that does not answer pings will not answer a close
 			// handshake either.

@@ -7,6 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -171,4 +174,61 @@ func newFanOutGateway(b *testing.B) string {
 		wg.Wait()
 	})
 	return srv.URL
+}
+
+// BenchmarkIdleConnMemory opens idle connections that each join a room and
+// then read nothing, and reports the Go heap and goroutine stack they cost,
+// per connection, both ends together (run with -benchtime 1x; the client
+// end is small: a coder/websocket Conn and its buffers, no goroutine). Run
+// with PARLEY_BENCH_HEAP_PROFILE=heap.out and -memprofilerate 1 to see which
+// allocations stay while the connections are open.
+//
+//	PARLEY_BENCH_HEAP_PROFILE=heap.out go test ./internal/gateway -run '^$' -bench IdleConnMemory -benchtime 1x -memprofilerate 1
+func BenchmarkIdleConnMemory(b *testing.B) {
+	const conns = 2000
+	url := newFanOutGateway(b)
+	ctx := context.Background()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var cs []*websocket.Conn
+	b.Cleanup(func() {
+		for _, c := range cs {
+			_ = c.CloseNow()
+		}
+	})
+	for range b.N {
+		for i := range conns {
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			c, _, err := websocket.Dial(dctx, url+"/ws?name=idle"+strconv.Itoa(i), nil)
+			if err == nil {
+				err = c.Write(dctx, websocket.MessageText, []byte(`{"type":"join","room":"idle`+strconv.Itoa(i%100)+`"}`))
+			}
+			cancel()
+			if err != nil {
+				b.Fatal(err)
+			}
+			cs = append(cs, c)
+		}
+	}
+	// Let the gateway answer every join before measuring.
+	time.Sleep(2 * time.Second)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if path := os.Getenv("PARLEY_BENCH_HEAP_PROFILE"); path != "" {
+		// -memprofile is written after the connections are closed; this is
+		// the heap while they are open.
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		_ = f.Close()
+	}
+	n := float64(len(cs))
+	b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "heap-B/conn")
+	b.ReportMetric(float64(after.StackInuse-before.StackInuse)/n, "stack-B/conn")
+	b.ReportMetric(float64(after.Sys-before.Sys)/n, "sys-B/conn")
 }

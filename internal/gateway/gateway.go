@@ -45,6 +45,12 @@ type Authenticator interface {
 	Authenticate(r *http.Request) (auth.Identity, error)
 }
 
+// Refresher is what an Authenticator may also do: verify a token sent in a
+// refresh frame for a session that is already open.
+type Refresher interface {
+	Refresh(ctx context.Context, cur auth.Identity, token string) (auth.Identity, error)
+}
+
 // StatsRecorder is told what the cluster statistics count (see
 // internal/stats). Its methods are called on the hot path and must be cheap
 // and safe for concurrent use.
@@ -83,6 +89,10 @@ type Options struct {
 	// HandshakeTimeout is how long a new connection may take to join its
 	// first room.
 	HandshakeTimeout time.Duration
+	// TokenGrace is how long a session whose token expired has to send a
+	// refresh before it is closed: long enough for a client to fetch a new
+	// token from its backend.
+	TokenGrace time.Duration
 	// APIKey enables POST /api/rooms/{room}/messages for backends that
 	// present it; empty disables the endpoint.
 	APIKey          string
@@ -135,6 +145,7 @@ func (o Options) withDefaults() Options {
 	setInt(&o.MaxConnsPerIP, 500)
 	setInt(&o.MaxConnsPerUser, 20)
 	set(&o.HandshakeTimeout, 10*time.Second)
+	set(&o.TokenGrace, 30*time.Second)
 	set(&o.PingInterval, 25*time.Second)
 	set(&o.PongTimeout, 15*time.Second)
 	set(&o.WriteTimeout, 10*time.Second)

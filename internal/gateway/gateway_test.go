@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
@@ -47,13 +48,18 @@ func newGateway(t *testing.T, opts gateway.Options) *testGateway {
 
 func newGatewayOn(t *testing.T, opts gateway.Options, b broker.Broker, st store.Store) *testGateway {
 	t.Helper()
+	return newGatewayWith(t, opts, b, st, auth.Guest{})
+}
+
+func newGatewayWith(t *testing.T, opts gateway.Options, b broker.Broker, st store.Store, authn gateway.Authenticator) *testGateway {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h := hub.New(hub.Config{RepairDelay: 20 * time.Millisecond}, st, log)
 	if opts.ID == "" {
 		opts.ID = "gw-test"
 	}
 	g := gateway.New(gateway.Deps{
-		Logger: log, Hub: h, Store: st, Broker: b, Auth: auth.Guest{},
+		Logger: log, Hub: h, Store: st, Broker: b, Auth: authn,
 		Web:      fstest.MapFS{"index.html": {Data: []byte("<!doctype html><title>Parley</title>")}},
 		Registry: prometheus.NewRegistry(),
 	}, opts)
@@ -982,4 +988,122 @@ func TestServerAPIPostsThroughTheSamePath(t *testing.T) {
 	if resp2.StatusCode != http.StatusNotFound {
 		t.Fatalf("API without a key configured: %d", resp2.StatusCode)
 	}
+}
+
+const testSecret = "a-test-secret-of-at-least-32-bytes!!"
+
+// newTokenGateway runs a gateway that takes HS256 tokens (and no guests).
+func newTokenGateway(t *testing.T, opts gateway.Options) *testGateway {
+	t.Helper()
+	authn, err := auth.New(auth.Config{JWT: auth.JWTConfig{Secret: testSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newGatewayWith(t, opts, &broker.Memory{}, store.NewMemory(store.Retention{}, nil), authn)
+}
+
+func mint(t *testing.T, c auth.Claims, ttl time.Duration) string {
+	t.Helper()
+	tok, err := auth.Mint([]byte(testSecret), c, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func dialToken(t *testing.T, url, token string) *client.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := client.Dial(ctx, url, client.Options{Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.CloseNow() })
+	if w, err := c.Next(ctx); err != nil || w.Type != protocol.TypeWelcome || w.Guest {
+		t.Fatalf("welcome %+v, %v", w, err)
+	}
+	return c
+}
+
+func TestTokenHandshake(t *testing.T) {
+	g := newTokenGateway(t, gateway.Options{})
+	c := dialToken(t, g.URL, mint(t, auth.Claims{Subject: "alice", Name: "Alice"}, time.Hour))
+	join(t, c, "general")
+
+	// Mint refuses to make an expired token; build one by hand.
+	expired, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "alice", "exp": time.Now().Add(-time.Hour).Unix(),
+	}).SignedString([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		opts client.Options
+	}{
+		{"no token, guests off", client.Options{Name: "mallory"}},
+		{"forged", client.Options{Token: mint(t, auth.Claims{Subject: "alice"}, time.Hour) + "x"}},
+		{"expired", client.Options{Token: expired}},
+		{"many dots", client.Options{Token: strings.Repeat(".", 5000)}},
+	} {
+		if _, resp, err := client.Dial(ctx, g.URL, tc.opts); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s: %v, %v; want 401", tc.name, resp, err)
+		}
+	}
+}
+
+func TestRoomsClaimForbidsOtherRooms(t *testing.T) {
+	g := newTokenGateway(t, gateway.Options{})
+	limited := dialToken(t, g.URL, mint(t, auth.Claims{Subject: "intern", Rooms: []string{"team-*"}}, time.Hour))
+	boss := dialToken(t, g.URL, mint(t, auth.Claims{Subject: "boss"}, time.Hour))
+	join(t, boss, "board")
+	join(t, limited, "team-a")
+
+	send(t, limited, map[string]any{"type": "join", "room": "board"})
+	if f := expectError(t, limited, protocol.CodeForbidden); f.Room != "board" {
+		t.Fatalf("forbidden error %s", f.Raw)
+	}
+	sendText(t, boss, "board", "secret plans", "b-1")
+	next(t, boss, protocol.TypeAck)
+	// The intern never receives it; their own room still works.
+	join(t, boss, "team-a")
+	sendText(t, boss, "team-a", "hello team", "b-2")
+	if m := next(t, limited, protocol.TypeMessage); m.Room != "team-a" || m.Text != "hello team" {
+		t.Fatalf("intern got %s", m.Raw)
+	}
+}
+
+func TestTokenExpiryAndRefresh(t *testing.T) {
+	g := newTokenGateway(t, gateway.Options{TokenGrace: 300 * time.Millisecond})
+
+	// Refreshed in time: the session goes on under the new token.
+	c := dialToken(t, g.URL, mint(t, auth.Claims{Subject: "alice", Name: "Alice"}, time.Second))
+	join(t, c, "general")
+	send(t, c, map[string]any{"type": "refresh", "token": mint(t, auth.Claims{Subject: "bob"}, time.Hour)})
+	expectError(t, c, protocol.CodeUnauthorized) // another user's token
+	send(t, c, map[string]any{"type": "refresh", "token": mint(t, auth.Claims{Subject: "alice", Name: "Alice B."}, time.Hour)})
+	if f := next(t, c, protocol.TypeRefreshed); f.User.Name != "Alice B." {
+		t.Fatalf("refreshed %s", f.Raw)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	if f, err := c.NextOf(ctx, protocol.TypeError); err == nil {
+		t.Fatalf("a refreshed session got %s", f.Raw)
+	}
+
+	// Not refreshed: told, then closed with 1008 after the grace.
+	d := dialToken(t, g.URL, mint(t, auth.Claims{Subject: "carol"}, time.Second))
+	join(t, d, "general")
+	if f := next(t, d, protocol.TypeError); f.Code != protocol.CodeTokenExpired {
+		t.Fatalf("expiry notice %s", f.Raw)
+	}
+	expectClose(t, d, websocket.StatusPolicyViolation)
+
+	// Guests have nothing to refresh.
+	guest := dial(t, newGateway(t, gateway.Options{}).URL, "guest")
+	send(t, guest, map[string]any{"type": "refresh", "token": "a.b.c"})
+	expectError(t, guest, protocol.CodeBadRequest)
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 	"unicode/utf8"
@@ -39,7 +40,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &ae) {
 			status = ae.Status
 		}
-		g.log.Info("handshake refused", "status", status, "err", err, "remote", r.RemoteAddr)
+		g.log.Info("handshake refused", "status", status, "err", err, "cause", errors.Unwrap(err), "remote", r.RemoteAddr)
 		http.Error(w, err.Error(), status)
 		return
 	}
@@ -64,12 +65,13 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(g.opts.MaxFrameBytes)
 
 	c := &conn{
-		out:   outQueue{limit: g.opts.SendQueueBytes},
-		g:     g,
-		ws:    ws,
-		who:   who,
-		ctx:   g.ctx,
-		sends: rate.NewLimiter(rate.Limit(g.opts.SendRate), g.opts.SendBurst),
+		out:    outQueue{limit: g.opts.SendQueueBytes},
+		g:      g,
+		ws:     ws,
+		who:    who,
+		userID: who.User.ID,
+		ctx:    g.ctx,
+		sends:  rate.NewLimiter(rate.Limit(g.opts.SendRate), g.opts.SendBurst),
 		// A strike a second may be forgiven; a burst of them is abuse.
 		strikes: rate.NewLimiter(rate.Every(time.Second), abuseStrikes),
 		subs:    make(map[string]*hub.Subscription),
@@ -86,6 +88,8 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.close(websocket.StatusPolicyViolation, "no room joined in time")
 	})
 	defer c.joinDeadline.Stop()
+	c.armExpiry(who.Expires)
+	defer c.stopExpiry()
 
 	c.send(protocol.Encode(protocol.TypeWelcome, protocol.Welcome{User: who.User, Gateway: g.opts.ID, Guest: who.Guest}))
 	if g.degraded.Load() {
@@ -137,6 +141,8 @@ func (c *conn) readLoop() error {
 			c.typing(req)
 		case protocol.TypeLatency:
 			c.latency(req)
+		case protocol.TypeRefresh:
+			c.refresh(req)
 		}
 	}
 }
@@ -190,6 +196,10 @@ func (c *conn) join(req protocol.Request) {
 		// A repeated join resynchronises: start over with fresh history.
 		old.Close()
 		delete(c.subs, req.Room)
+	}
+	if !c.who.MayJoin(req.Room) {
+		c.reject(protocol.Errorf(protocol.CodeForbidden, "your token does not allow this room"), req.Room)
+		return
 	}
 	if len(c.subs) >= c.g.opts.MaxRoomsPerConn {
 		c.reject(protocol.Errorf(protocol.CodeTooManyRooms, "a connection may join at most %d rooms", c.g.opts.MaxRoomsPerConn), req.Room)
@@ -321,6 +331,70 @@ func (c *conn) typing(req protocol.Request) {
 	if err := c.g.broker.Publish(ctx, body, ""); err != nil {
 		c.g.log.Debug("typing notice not published", "room", req.Room, "err", err)
 	}
+}
+
+// armExpiry schedules the end of the session at the token's expiry; a zero
+// time (guests) never expires.
+func (c *conn) armExpiry(expires time.Time) {
+	if expires.IsZero() {
+		return
+	}
+	c.expiryMu.Lock()
+	defer c.expiryMu.Unlock()
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	c.expiry = time.AfterFunc(time.Until(expires), c.expired)
+}
+
+// expired tells the client its token expired and gives it TokenGrace to
+// send a new one.
+func (c *conn) expired() {
+	c.send(protocol.EncodeError(&protocol.Error{Code: protocol.CodeTokenExpired,
+		Message: fmt.Sprintf("your token expired: send refresh with a new one within %s", c.g.opts.TokenGrace)}, ""))
+	c.expiryMu.Lock()
+	defer c.expiryMu.Unlock()
+	c.expiry = time.AfterFunc(c.g.opts.TokenGrace, func() {
+		c.g.log.Info("closing session whose token expired", "user", c.userID)
+		c.close(websocket.StatusPolicyViolation, "token expired")
+	})
+}
+
+func (c *conn) stopExpiry() {
+	c.expiryMu.Lock()
+	defer c.expiryMu.Unlock()
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+}
+
+// refresh replaces the session's token with a new one for the same user:
+// the session then lasts until the new expiry, under the new token's name
+// and rooms (joined rooms it no longer allows are left).
+func (c *conn) refresh(req protocol.Request) {
+	r, ok := c.g.auth.(Refresher)
+	if !ok || c.who.Guest {
+		c.reject(protocol.Errorf(protocol.CodeBadRequest, "this session has no token to refresh"), "")
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+	who, err := r.Refresh(ctx, c.who, req.Token)
+	if err != nil {
+		c.g.log.Info("refresh refused", "user", c.userID, "err", err, "cause", errors.Unwrap(err))
+		c.reject(protocol.Errorf(protocol.CodeUnauthorized, "%s", err.Error()), "")
+		return
+	}
+	c.who = who
+	for room, s := range c.subs {
+		if !who.MayJoin(room) {
+			s.Close()
+			delete(c.subs, room)
+			c.send(protocol.EncodeError(protocol.Errorf(protocol.CodeForbidden, "your new token does not allow this room"), room))
+		}
+	}
+	c.armExpiry(who.Expires)
+	c.send(protocol.Encode(protocol.TypeRefreshed, protocol.Refreshed{User: who.User, Expires: who.Expires}))
 }
 
 // latencyInterval is the least time between two latency reports of one

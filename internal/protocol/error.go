@@ -32,6 +32,9 @@ const (
 	CodeUnavailable = "unavailable"
 	// CodeForbidden: the user may not join the room.
 	CodeForbidden = "forbidden"
+	// CodeUnauthorized: a refresh token was refused (invalid, expired, or for
+	// another user); the session goes on until the old token expires.
+	CodeUnauthorized = "unauthorized"
 	// CodeTokenExpired: the session's token expired; send "refresh" or be closed.
 	CodeTokenExpired = "token_expired"
 	// CodeInternal: the gateway failed in a way the client cannot fix.

@@ -20,6 +20,8 @@ const (
 	TypeTyping = "typing"
 	// TypeLatency reports the latencies the client measured.
 	TypeLatency = "latency"
+	// TypeRefresh replaces the session's token before it expires.
+	TypeRefresh = "refresh"
 )
 
 // Frame types a gateway sends (besides "history", which answers a request of
@@ -34,6 +36,8 @@ const (
 	TypeStatus   = "status"
 	TypeGap      = "gap"
 	TypePresence = "presence"
+	// TypeRefreshed answers a successful refresh.
+	TypeRefreshed = "refreshed"
 )
 
 // Limits bound what DecodeRequest accepts. The zero value of a field means
@@ -86,7 +90,13 @@ type Request struct {
 
 	// latency: samples in milliseconds, each list at most MaxLatencySamples.
 	RTT, Delivery []float64
+
+	// refresh: the new token. It is a credential: never log it.
+	Token string
 }
+
+// MaxTokenBytes bounds a token in a refresh frame, as at the handshake.
+const MaxTokenBytes = 8192
 
 // MaxLatencySamples bounds each list of a latency report; a client reports
 // a sample of what it measured, every few seconds.
@@ -123,6 +133,8 @@ type rawRequest struct {
 	// latency
 	RTT      []float64 `json:"rtt_ms"`
 	Delivery []float64 `json:"delivery_ms"`
+	// refresh
+	Token *string `json:"token"`
 }
 
 // DecodeRequest decodes and validates one client frame. The error, if any, is
@@ -161,6 +173,14 @@ func DecodeRequest(data []byte, lim Limits) (Request, error) {
 	case TypeJoin, TypeLeave, TypeSend, TypeHistory, TypeTyping:
 	case TypeLatency:
 		return decodeLatency(raw, fail)
+	case TypeRefresh:
+		if raw.Token == nil || *raw.Token == "" {
+			return fail(CodeBadRequest, "missing field \"token\"")
+		}
+		if len(*raw.Token) > MaxTokenBytes {
+			return fail(CodeBadRequest, "token is longer than %d bytes", MaxTokenBytes)
+		}
+		return Request{Type: TypeRefresh, Token: *raw.Token}, nil
 	case "":
 		return fail(CodeUnknownType, "missing field \"type\"")
 	default:
@@ -536,6 +556,13 @@ type Presence struct {
 	Members []User `json:"members,omitempty"`
 	Joined  []User `json:"joined,omitempty"`
 	Left    []User `json:"left,omitempty"`
+}
+
+// Refreshed answers a successful refresh: the session now lasts until
+// Expires.
+type Refreshed struct {
+	User    User      `json:"user"`
+	Expires time.Time `json:"expires"`
 }
 
 // Status tells a client about the state of its gateway.

@@ -18,6 +18,9 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"type":"send","room":"general","text":"hi","client_msg_id":"c-1"}`,
 		`{"type":"history","room":"general","before":41,"limit":50}`,
 		`{"type":"leave","room":"general"}`,
+		`{"type":"typing","room":"general"}`,
+		`{"type":"latency","rtt_ms":[12.5],"delivery_ms":[3]}`,
+		`{"type":"refresh","token":"a.b.c"}`,
 		`{"type":"send","room":"general","text":7,"client_msg_id":"c-1"}`,
 		`{"type":"join","room":"` + "\xff" + `"}`,
 		`[]`, `null`, `{`, ``,
@@ -40,8 +43,15 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return
 		}
-		if !protocol.ValidRoom(req.Room) {
-			t.Fatalf("accepted room %q", req.Room)
+		switch req.Type {
+		case protocol.TypeLatency, protocol.TypeRefresh:
+			if req.Room != "" {
+				t.Fatalf("%s names room %q", req.Type, req.Room)
+			}
+		default:
+			if !protocol.ValidRoom(req.Room) {
+				t.Fatalf("accepted room %q", req.Room)
+			}
 		}
 		switch req.Type {
 		case protocol.TypeSend:
@@ -52,7 +62,15 @@ func FuzzDecodeRequest(f *testing.F) {
 			if req.Limit < 1 || req.Limit > 100 || (req.HasBefore && req.HasAfter) {
 				t.Fatalf("accepted history %+v", req)
 			}
-		case protocol.TypeJoin, protocol.TypeLeave:
+		case protocol.TypeLatency:
+			if len(req.RTT) > protocol.MaxLatencySamples || len(req.Delivery) > protocol.MaxLatencySamples {
+				t.Fatalf("accepted latency %+v", req)
+			}
+		case protocol.TypeRefresh:
+			if req.Token == "" || len(req.Token) > protocol.MaxTokenBytes {
+				t.Fatalf("accepted refresh of %d bytes", len(req.Token))
+			}
+		case protocol.TypeJoin, protocol.TypeLeave, protocol.TypeTyping:
 		default:
 			t.Fatalf("accepted type %q", req.Type)
 		}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -153,5 +154,47 @@ func TestManySendersAcrossGatewaysAgreeOnOneOrder(t *testing.T) {
 			t.Fatalf("id %s twice", id)
 		}
 		seen[id] = true
+	}
+}
+
+func TestPresenceAcrossGateways(t *testing.T) {
+	urlA, urlB := twoGateways(t)
+	onA, onB := dial(t, urlA, "alice"), dial(t, urlB, "bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, c := range []*client.Conn{onA, onB} {
+		start := time.Now()
+		for {
+			f, err := c.NextOf(ctx, protocol.TypePresence)
+			if err != nil {
+				t.Fatalf("waiting for both in presence: %v", err)
+			}
+			var p protocol.Presence
+			if err := json.Unmarshal(f.Raw, &p); err != nil {
+				t.Fatal(err)
+			}
+			if p.Count == 2 && len(p.Members) == 2 {
+				t.Logf("presence of both after %v", time.Since(start))
+				break
+			}
+		}
+	}
+	// Bob leaves on gateway B; alice on A hears of it.
+	if err := onB.Send(ctx, map[string]any{"type": "leave", "room": "general"}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := onA.NextOf(ctx, protocol.TypePresence)
+		if err != nil {
+			t.Fatalf("waiting for bob to leave: %v", err)
+		}
+		var p protocol.Presence
+		_ = json.Unmarshal(f.Raw, &p)
+		if p.Count == 1 {
+			if len(p.Left) != 1 || p.Left[0].Name != "bob" {
+				t.Fatalf("leave frame %s", f.Raw)
+			}
+			break
+		}
 	}
 }

@@ -24,6 +24,8 @@ import (
 	"github.com/parleychat/parley/internal/config"
 	"github.com/parleychat/parley/internal/gateway"
 	"github.com/parleychat/parley/internal/hub"
+	"github.com/parleychat/parley/internal/presence"
+	"github.com/parleychat/parley/internal/presence/redispresence"
 	"github.com/parleychat/parley/internal/protocol"
 	"github.com/parleychat/parley/internal/store"
 	"github.com/parleychat/parley/internal/store/redisstore"
@@ -76,8 +78,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	ret := store.Retention{MaxLen: cfg.HistoryMaxLen, MaxAge: cfg.HistoryMaxAge}
 	var st store.Store
+	var pres presence.Store
 	if cfg.RedisURL == "" {
 		st = store.NewMemory(ret, nil)
+		pres = presence.NewMemory(cfg.PresenceTTL, nil)
 		log.Info("using the in-memory store: history lives as long as this process")
 	} else {
 		rs, err := redisstore.New(ctx, redisstore.Config{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Retention: ret})
@@ -86,6 +90,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		defer rs.Close()
 		st = rs
+		// Presence shares the history store's connection pool.
+		rp, err := redispresence.New(ctx, redispresence.Config{Client: rs.Client(), Prefix: cfg.RedisPrefix, TTL: cfg.PresenceTTL})
+		if err != nil {
+			return fmt.Errorf("redis presence: %w", err)
+		}
+		pres = rp
 	}
 
 	var br broker.Broker
@@ -108,7 +118,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	h := hub.New(hub.Config{BrokerReady: br.Ready}, st, log)
 	gw := gateway.New(gateway.Deps{
-		Logger: log, Hub: h, Store: st, Broker: br, Auth: authn, Web: web.Files, Registry: reg,
+		Logger: log, Hub: h, Store: st, Broker: br, Auth: authn, Web: web.Files, Registry: reg, Presence: pres,
 	}, gateway.Options{
 		ID:               cfg.GatewayID,
 		AllowedOrigins:   cfg.AllowedOrigins,
@@ -117,6 +127,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxConnsPerUser:  cfg.MaxConnsPerUser,
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		APIKey:           cfg.APIKey,
+		PresenceListMax:  cfg.PresenceListMax,
+		PresenceGrace:    cfg.PresenceGrace,
 		MaxFrameBytes:    cfg.MaxFrameBytes,
 		Limits:           protocol.Limits{MaxTextBytes: cfg.MaxTextBytes},
 		SendQueueBytes:   cfg.SendQueueBytes,

@@ -101,6 +101,17 @@ type Config struct {
 	// room's history lives.
 	HistoryMaxAge time.Duration `env:"PARLEY_HISTORY_MAX_AGE" envDefault:"168h"`
 
+	// PresenceTTL is how long a gateway's presence entries live without a
+	// refresh: a dead gateway's users leave within it. Every gateway of a
+	// cluster must use the same.
+	PresenceTTL time.Duration `env:"PARLEY_PRESENCE_TTL" envDefault:"30s"`
+	// PresenceGrace is how long a dropped connection stays present, so that
+	// a quick reconnect shows no leave and join.
+	PresenceGrace time.Duration `env:"PARLEY_PRESENCE_GRACE" envDefault:"10s"`
+	// PresenceListMax is the largest room whose member list is sent to its
+	// members; larger rooms get the count alone.
+	PresenceListMax int `env:"PARLEY_PRESENCE_LIST_MAX" envDefault:"100"`
+
 	// PingInterval is how often each client is pinged; it must stay below
 	// the idle timeout of any proxy in front (nginx: 60s by default).
 	PingInterval time.Duration `env:"PARLEY_PING_INTERVAL" envDefault:"25s"`
@@ -241,6 +252,9 @@ func (c Config) check() error {
 		"PARLEY_MAX_CONNS_PER_USER": int64(c.MaxConnsPerUser),
 		"PARLEY_HANDSHAKE_TIMEOUT":  int64(c.HandshakeTimeout),
 		"PARLEY_JWKS_REFRESH":       int64(c.JWKSRefresh),
+		"PARLEY_PRESENCE_TTL":       int64(c.PresenceTTL),
+		"PARLEY_PRESENCE_GRACE":     int64(c.PresenceGrace),
+		"PARLEY_PRESENCE_LIST_MAX":  int64(c.PresenceListMax),
 		"PARLEY_JOIN_HISTORY":       int64(c.JoinHistory),
 		"PARLEY_HISTORY_MAX_LEN":    int64(c.HistoryMaxLen),
 		"PARLEY_HISTORY_MAX_AGE":    int64(c.HistoryMaxAge),

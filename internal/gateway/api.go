@@ -94,6 +94,29 @@ func (g *Gateway) serveMessages(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, protocol.History{Room: room, Epoch: page.Epoch, Seq: page.Seq, Messages: page.Messages})
 }
 
+// servePresence answers who is in a room, across the cluster: the list up
+// to the gateway's list limit, the count alone above it.
+func (g *Gateway) servePresence(w http.ResponseWriter, r *http.Request) {
+	room := r.PathValue("room")
+	if !protocol.ValidRoom(room) {
+		writeAPIError(w, http.StatusBadRequest, protocol.CodeBadRoom, "invalid room name")
+		return
+	}
+	if g.presence == nil {
+		writeAPIError(w, http.StatusNotFound, protocol.CodeBadRequest, "presence is not kept by this gateway")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), g.opts.StoreTimeout)
+	defer cancel()
+	snap, err := g.presence.snapshot(ctx, room)
+	if err != nil {
+		g.log.Warn("api: presence read failed", "room", room, "err", err)
+		writeAPIError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "presence is unavailable; try again")
+		return
+	}
+	writeJSON(w, http.StatusOK, protocol.Presence{Room: room, Count: snap.Count, Members: snap.Members})
+}
+
 // queryInt reads an integer query parameter in [lo, hi], or def when it is
 // absent; on a bad value it answers 400 and reports false.
 func queryInt(w http.ResponseWriter, r *http.Request, name string, lo, hi, def int64) (int64, bool) {

@@ -34,8 +34,10 @@ type conn struct {
 	// the same user), so any goroutine may log it.
 	who    auth.Identity
 	userID string
-	ctx    context.Context // ends when the gateway is stopped for good
-	sends  *rate.Limiter
+	// presenceID names the connection in the presence store.
+	presenceID string
+	ctx        context.Context // ends when the gateway is stopped for good
+	sends      *rate.Limiter
 	// strikes is spent by rejected frames; when it runs out the client is
 	// closed as abusive.
 	strikes      *rate.Limiter

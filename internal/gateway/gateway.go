@@ -27,6 +27,7 @@ import (
 
 	"github.com/parleychat/parley/internal/auth"
 	"github.com/parleychat/parley/internal/hub"
+	"github.com/parleychat/parley/internal/presence"
 	"github.com/parleychat/parley/internal/protocol"
 	"github.com/parleychat/parley/internal/store"
 )
@@ -72,6 +73,8 @@ type Deps struct {
 	Web      fs.FS // the browser client, served at /
 	Registry *prometheus.Registry
 	Stats    StatsRecorder // nil: nothing is counted for the cluster
+	// Presence keeps who is online in each room; nil: no presence frames.
+	Presence presence.Store
 }
 
 // Options tune a Gateway; internal/config documents each, and the zero
@@ -93,6 +96,15 @@ type Options struct {
 	// refresh before it is closed: long enough for a client to fetch a new
 	// token from its backend.
 	TokenGrace time.Duration
+	// PresenceListMax is the largest room whose member list is sent;
+	// larger rooms get the count alone.
+	PresenceListMax int
+	// PresenceGrace is how long a dropped connection stays present, so that
+	// a quick reconnect shows no leave and join.
+	PresenceGrace time.Duration
+	// PresenceInterval is how often the presence of local rooms is polled:
+	// the most presence frames a room's members get.
+	PresenceInterval time.Duration
 	// APIKey enables POST /api/rooms/{room}/messages for backends that
 	// present it; empty disables the endpoint.
 	APIKey          string
@@ -146,6 +158,9 @@ func (o Options) withDefaults() Options {
 	setInt(&o.MaxConnsPerUser, 20)
 	set(&o.HandshakeTimeout, 10*time.Second)
 	set(&o.TokenGrace, 30*time.Second)
+	setInt(&o.PresenceListMax, 100)
+	set(&o.PresenceGrace, 10*time.Second)
+	set(&o.PresenceInterval, time.Second)
 	set(&o.PingInterval, 25*time.Second)
 	set(&o.PongTimeout, 15*time.Second)
 	set(&o.WriteTimeout, 10*time.Second)
@@ -157,16 +172,17 @@ func (o Options) withDefaults() Options {
 
 // Gateway serves clients. Create it with New.
 type Gateway struct {
-	opts    Options
-	log     *slog.Logger
-	hub     *hub.Hub
-	store   store.Store
-	broker  Broker
-	auth    Authenticator
-	web     fs.FS
-	reg     *prometheus.Registry
-	metrics *metrics
-	stats   StatsRecorder
+	opts     Options
+	log      *slog.Logger
+	hub      *hub.Hub
+	store    store.Store
+	broker   Broker
+	auth     Authenticator
+	web      fs.FS
+	reg      *prometheus.Registry
+	metrics  *metrics
+	stats    StatsRecorder
+	presence *presenceTracker // nil without a presence store
 
 	// ctx is the parent of every connection's work. It is not a request's
 	// context: after a WebSocket upgrade the request context is unreliable
@@ -221,6 +237,9 @@ func New(deps Deps, opts Options) *Gateway {
 	for i := range g.buckets {
 		g.buckets[i] = make(map[*conn]struct{})
 	}
+	if deps.Presence != nil {
+		g.presence = newPresenceTracker(g, deps.Presence)
+	}
 	return g
 }
 
@@ -264,6 +283,9 @@ func (g *Gateway) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { g.republish(ctx) })
 	wg.Go(func() { g.watchBroker(ctx) })
+	if g.presence != nil {
+		wg.Go(func() { g.presence.run(ctx) })
+	}
 	g.pingLoop(ctx)
 	wg.Wait()
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/parleychat/parley/internal/client"
 	"github.com/parleychat/parley/internal/gateway"
 	"github.com/parleychat/parley/internal/hub"
+	"github.com/parleychat/parley/internal/presence"
 	"github.com/parleychat/parley/internal/protocol"
 	"github.com/parleychat/parley/internal/store"
 )
@@ -59,7 +60,7 @@ func newGatewayWith(t *testing.T, opts gateway.Options, b broker.Broker, st stor
 		opts.ID = "gw-test"
 	}
 	g := gateway.New(gateway.Deps{
-		Logger: log, Hub: h, Store: st, Broker: b, Auth: authn,
+		Logger: log, Hub: h, Store: st, Broker: b, Auth: authn, Presence: presence.NewMemory(time.Minute, nil),
 		Web:      fstest.MapFS{"index.html": {Data: []byte("<!doctype html><title>Parley</title>")}},
 		Registry: prometheus.NewRegistry(),
 	}, opts)
@@ -1106,4 +1107,118 @@ func TestTokenExpiryAndRefresh(t *testing.T) {
 	guest := dial(t, newGateway(t, gateway.Options{}).URL, "guest")
 	send(t, guest, map[string]any{"type": "refresh", "token": "a.b.c"})
 	expectError(t, guest, protocol.CodeBadRequest)
+}
+
+
+// presenceOf reads presence frames of room until one satisfies ok, and
+// returns it.
+func presenceOf(t *testing.T, c *client.Conn, room string, ok func(p protocol.Presence) bool) protocol.Presence {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var last string
+	for {
+		f, err := c.NextOf(ctx, protocol.TypePresence)
+		if err != nil {
+			t.Fatalf("waiting for presence of %s (last %s): %v", room, last, err)
+		}
+		var p protocol.Presence
+		if err := json.Unmarshal(f.Raw, &p); err != nil {
+			t.Fatal(err)
+		}
+		last = string(f.Raw)
+		if p.Room == room && ok(p) {
+			return p
+		}
+	}
+}
+
+func names(users []protocol.User) string {
+	var n []string
+	for _, u := range users {
+		n = append(n, u.Name)
+	}
+	return strings.Join(n, ",")
+}
+
+func TestPresence(t *testing.T) {
+	g := newGateway(t, gateway.Options{PresenceInterval: 20 * time.Millisecond, PresenceGrace: 300 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dialKey := func(name, key string) *client.Conn {
+		c, _, err := client.Dial(ctx, g.URL, client.Options{Name: name, Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.CloseNow() })
+		join(t, c, "general")
+		return c
+	}
+	alice := dialKey("alice", "alice-key-0123456789")
+	// The frame after a join lists who is there, without joins or leaves.
+	if p := presenceOf(t, alice, "general", func(protocol.Presence) bool { return true }); p.Count != 1 || names(p.Members) != "alice" || p.Joined != nil {
+		t.Fatalf("first presence %+v", p)
+	}
+	bob := dialKey("bob", "bob-key-0123456789ab")
+	p := presenceOf(t, alice, "general", func(p protocol.Presence) bool { return p.Count == 2 })
+	if names(p.Members) != "alice,bob" || names(p.Joined) != "bob" {
+		t.Fatalf("after bob joined %+v", p)
+	}
+	presenceOf(t, bob, "general", func(p protocol.Presence) bool { return names(p.Members) == "alice,bob" })
+
+	// A second tab of bob's is still one bob.
+	bob2 := dialKey("bob", "bob-key-0123456789ab")
+	// Bob's first tab drops and comes back within the grace: no leave.
+	_ = bob.CloseNow()
+	bob3 := dialKey("bob", "bob-key-0123456789ab")
+	_ = bob3
+	// Bob leaves on purpose in his second tab, and his third closes:
+	// after the grace of the dropped one, bob is gone, and alice was told
+	// exactly once.
+	send(t, bob2, map[string]any{"type": "leave", "room": "general"})
+	_ = bob3.CloseNow()
+	p = presenceOf(t, alice, "general", func(p protocol.Presence) bool { return len(p.Left) > 0 || p.Count != 2 })
+	if p.Count != 1 || names(p.Left) != "bob" {
+		t.Fatalf("after bob left %+v", p)
+	}
+
+	var api protocol.Presence
+	resp, err := http.Get(g.URL + "/api/rooms/general/presence")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&api); err != nil || api.Count != 1 || names(api.Members) != "alice" {
+		t.Fatalf("GET presence: %+v, %v", api, err)
+	}
+}
+
+func TestPresenceOfBigRoomsIsACount(t *testing.T) {
+	g := newGateway(t, gateway.Options{PresenceInterval: 20 * time.Millisecond, PresenceListMax: 1})
+	a := dial(t, g.URL, "a")
+	join(t, a, "big")
+	b := dial(t, g.URL, "b")
+	join(t, b, "big")
+	p := presenceOf(t, a, "big", func(p protocol.Presence) bool { return p.Count == 2 })
+	if p.Members != nil || p.Joined != nil {
+		t.Fatalf("big room presence %+v", p)
+	}
+}
+
+func TestPresenceFramesAreBatched(t *testing.T) {
+	g := newGateway(t, gateway.Options{PresenceInterval: 500 * time.Millisecond, MaxConnsPerIP: 100})
+	watcher := dial(t, g.URL, "watcher")
+	join(t, watcher, "general")
+	presenceOf(t, watcher, "general", func(protocol.Presence) bool { return true })
+	// 30 people join as fast as they can: the watcher hears of them in a
+	// few batched frames, not 30.
+	for i := range 30 {
+		join(t, dial(t, g.URL, fmt.Sprint("p", i)), "general")
+	}
+	frames := 0
+	presenceOf(t, watcher, "general", func(p protocol.Presence) bool { frames++; return p.Count == 31 })
+	if frames > 3 {
+		t.Fatalf("%d presence frames for 30 joins", frames)
+	}
+	t.Logf("30 joins reached the watcher in %d presence frames", frames)
 }

@@ -21,6 +21,7 @@ type metrics struct {
 	deadClosed      prometheus.Counter
 	abuseClosed     prometheus.Counter
 	backpressure    *prometheus.CounterVec
+	presenceFrames  prometheus.Counter
 	pingRTT         prometheus.Histogram
 	// clientRTT and clientDelivery are what clients report they see.
 	clientRTT      prometheus.Histogram
@@ -75,6 +76,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "parley_backpressure_total",
 			Help: "Times a slow client's queue shed load, by tier: drop_ephemeral, gap (messages replaced by a gap frame), disconnect (1013).",
 		}, []string{"tier"}),
+		presenceFrames: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_presence_updates_total", Help: "Presence frames broadcast to a room's local members (one per changed room per poll).",
+		}),
 		pingRTT: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "parley_ping_rtt_seconds", Help: "WebSocket ping round trips.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
@@ -92,6 +96,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	})
 	reg.MustRegister(m.clientRTT, m.clientDelivery)
 	reg.MustRegister(m.connections, m.joins, m.framesIn, m.framesOut, m.messagesOut, m.sends, m.sendSeconds,
-		m.confirmSeconds, m.publishDeferred, m.errors, m.slowClosed, m.deadClosed, m.abuseClosed, m.backpressure, m.pingRTT)
+		m.confirmSeconds, m.publishDeferred, m.errors, m.slowClosed, m.deadClosed, m.abuseClosed, m.backpressure, m.presenceFrames, m.pingRTT)
 	return m
 }

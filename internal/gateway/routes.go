@@ -28,6 +28,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("GET /api/rooms", g.serveRooms)
 	mux.HandleFunc("GET /api/rooms/{room}/messages", g.serveMessages)
 	mux.HandleFunc("POST /api/rooms/{room}/messages", g.servePost)
+	mux.HandleFunc("GET /api/rooms/{room}/presence", g.servePresence)
 	files := http.FileServerFS(g.web)
 	mux.Handle("GET /", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Security-Policy", contentSecurityPolicy)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -76,6 +78,9 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		strikes: rate.NewLimiter(rate.Every(time.Second), abuseStrikes),
 		subs:    make(map[string]*hub.Subscription),
 	}
+	if g.presence != nil {
+		c.presenceID = g.presence.connID()
+	}
 	if !g.register(c) {
 		_ = ws.Close(websocket.StatusServiceRestart, "gateway is shutting down")
 		return
@@ -96,6 +101,9 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.send(g.statusFrame())
 	}
 	err = c.readLoop()
+	if g.presence != nil {
+		g.presence.dropped(c, slices.Collect(maps.Keys(c.subs)))
+	}
 	for _, s := range c.subs {
 		s.Close()
 	}
@@ -219,6 +227,11 @@ func (c *conn) join(req protocol.Request) {
 	c.joinDeadline.Stop()
 	c.g.metrics.joins.Inc()
 	sub.Start(protocol.Encode(protocol.TypeJoined, joined), joined.Epoch, joined.Seq)
+	if c.g.presence != nil {
+		ctx, cancel := context.WithTimeout(c.ctx, c.g.opts.StoreTimeout)
+		defer cancel()
+		c.g.presence.join(ctx, c, req.Room)
+	}
 }
 
 // loadJoin reads what a join answers with: the newest messages, or for a
@@ -273,6 +286,7 @@ func (c *conn) leave(req protocol.Request) {
 		s.Close()
 		delete(c.subs, req.Room)
 		delete(c.lastTyping, req.Room)
+		c.leftRoom(req.Room)
 	}
 	c.send(protocol.Encode(protocol.TypeLeft, protocol.Left{Room: req.Room}))
 }
@@ -302,6 +316,16 @@ func (c *conn) publish(req protocol.Request) {
 		c.g.stats.Sent(req.Room)
 	}
 	c.send(protocol.Encode(protocol.TypeAck, ack))
+}
+
+// leftRoom takes the connection out of the room's presence.
+func (c *conn) leftRoom(room string) {
+	if c.g.presence == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.g.opts.StoreTimeout)
+	defer cancel()
+	c.g.presence.leave(ctx, c, room)
 }
 
 // typingInterval is the least time between two typing notices of one
@@ -390,6 +414,7 @@ func (c *conn) refresh(req protocol.Request) {
 		if !who.MayJoin(room) {
 			s.Close()
 			delete(c.subs, room)
+			c.leftRoom(room)
 			c.send(protocol.EncodeError(protocol.Errorf(protocol.CodeForbidden, "your new token does not allow this room"), room))
 		}
 	}

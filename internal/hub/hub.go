@@ -184,6 +184,17 @@ func (h *Hub) brokerReady() bool {
 	return h.cfg.BrokerReady == nil || h.cfg.BrokerReady() == nil
 }
 
+// Broadcast pushes an ephemeral frame (presence, say) to the room's local
+// members, if it has any.
+func (h *Hub) Broadcast(room string, data []byte) {
+	h.mu.RLock()
+	r := h.rooms[room]
+	h.mu.RUnlock()
+	if r != nil {
+		r.broadcast(data)
+	}
+}
+
 // Nudge asks for the room to be read from the store now: the caller stored a
 // message it could not publish, and its local members should not wait for the
 // next poll.

@@ -144,6 +144,11 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// Client returns the store's Redis client, so that other parts of a gateway
+// that keep state in the same Redis (presence) share its connection pool and
+// timeouts. It is closed by Close.
+func (s *Store) Client() *redis.Client { return s.rdb }
+
 // Close closes the connections to Redis. The Store must not be used after.
 func (s *Store) Close() error {
 	if err := s.rdb.Close(); err != nil {

@@ -397,3 +397,21 @@ func TestTypingReachesStartedMembersAsEphemeral(t *testing.T) {
 		t.Fatalf("OnBody got %v", other)
 	}
 }
+
+func TestEmitsHeldMessagesWhenTheStoreLostTheRoom(t *testing.T) {
+	f := newFixture(t, hub.Config{RepairDelay: 10 * time.Millisecond})
+	m := newMember()
+	f.hub.Subscribe("general", m).Start(joinedFrame("general"), "", 0)
+	// The messages were stored in a history this hub's store does not have
+	// (it was lost); seq 2 never arrives.
+	other := store.NewMemory(store.Retention{}, nil)
+	var msgs []protocol.Message
+	for range 3 {
+		msg, _, _ := other.Append(context.Background(), protocol.Message{Room: "general", User: protocol.User{ID: "u"}, Text: "x"})
+		msgs = append(msgs, msg)
+	}
+	f.deliver(msgs, 0, 2)
+	if got, want := m.waitFor(t, 3), []int64{0, 1, 3}; !equal(got, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+}

@@ -146,17 +146,22 @@ func (r *room) fill(h *Hub, page store.Page) {
 	if r.gone || !r.based {
 		return
 	}
-	if page.Epoch != r.epoch && r.epoch != "" {
-		if page.Epoch == "" || slices.Contains(r.retired, page.Epoch) {
-			return // the store lost the room, or the page is stale; nothing to fill from
-		}
+	switch {
+	case page.Epoch == r.epoch || r.epoch == "":
+		r.epoch = page.Epoch
+	case slices.Contains(r.retired, page.Epoch):
+		return // a stale page
+	case page.Epoch != "":
 		// The page was read after "last" of the old numbering; read the new
 		// epoch again from its start.
 		r.switchEpochLocked(h, page.Epoch)
 		h.requestRepair(r)
 		return
+	default:
+		// The store lost the room: there is nothing to fill the hole from,
+		// so what is held is emitted below, as for a trimmed hole.
+		page.Messages = nil
 	}
-	r.epoch = page.Epoch
 	msgs := page.Messages
 	if len(msgs) > 0 && msgs[0].Seq > r.last+1 {
 		// The store no longer has what follows last (trimmed away): skip

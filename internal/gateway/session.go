@@ -200,6 +200,9 @@ func (c *conn) logEnd(err error) {
 }
 
 func (c *conn) join(req protocol.Request) {
+	// The deadline is for connections that never try to join; one whose
+	// join fails (store unavailable, say) is told so and may try again.
+	c.joinDeadline.Stop()
 	if old := c.subs[req.Room]; old != nil {
 		// A repeated join resynchronises: start over with fresh history.
 		old.Close()
@@ -224,7 +227,6 @@ func (c *conn) join(req protocol.Request) {
 		return
 	}
 	c.subs[req.Room] = sub
-	c.joinDeadline.Stop()
 	c.g.metrics.joins.Inc()
 	sub.Start(protocol.Encode(protocol.TypeJoined, joined), joined.Epoch, joined.Seq)
 	if c.g.presence != nil {

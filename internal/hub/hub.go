@@ -81,6 +81,11 @@ type Config struct {
 	// MaxHeld bounds the early messages a room holds while waiting for a
 	// hole to close; past it the hole is repaired at once. Zero means 1000.
 	MaxHeld int
+	// TailCheck is how often every local room is read from the store even
+	// while the broker is fine. It catches a message that was stored but
+	// never published and that no later message reveals (an append Redis
+	// ran after its sender had given up on it). Zero means 5s.
+	TailCheck time.Duration
 	// OnBody receives broker bodies of types the hub does not handle itself
 	// (neither "message" nor "typing"), such as cluster statistics. It is
 	// called from the broker's goroutine and must not block. Nil drops them.
@@ -104,6 +109,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxHeld <= 0 {
 		c.MaxHeld = 1000
+	}
+	if c.TailCheck <= 0 {
+		c.TailCheck = 5 * time.Second
 	}
 	return c
 }
@@ -149,6 +157,8 @@ func New(cfg Config, history History, log *slog.Logger) *Hub {
 func (h *Hub) Run(ctx context.Context) {
 	poll := time.NewTicker(h.cfg.PollInterval)
 	defer poll.Stop()
+	tail := time.NewTicker(h.cfg.TailCheck)
+	defer tail.Stop()
 	linkUp := false
 	for {
 		select {
@@ -164,6 +174,8 @@ func (h *Hub) Run(ctx context.Context) {
 			if !linkUp || !h.brokerReady() {
 				h.repairAll(ctx)
 			}
+		case <-tail.C:
+			h.repairAll(ctx)
 		case <-h.kick:
 			h.dueMu.Lock()
 			due := h.due

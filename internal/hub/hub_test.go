@@ -415,3 +415,14 @@ func TestEmitsHeldMessagesWhenTheStoreLostTheRoom(t *testing.T) {
 		t.Fatalf("frames %v, want %v", got, want)
 	}
 }
+
+func TestTailCheckFindsAMessageThatWasNeverPublished(t *testing.T) {
+	f := newFixture(t, hub.Config{RepairDelay: time.Hour, PollInterval: time.Hour, TailCheck: 20 * time.Millisecond})
+	f.hub.LinkUp() // the broker is fine; nothing would otherwise read the store
+	m := newMember()
+	f.hub.Subscribe("general", m).Start(joinedFrame("general"), "", 0)
+	f.appendN(t, "general", 1) // stored, its publish lost, no later message
+	if got, want := m.waitFor(t, 2), []int64{0, 1}; !equal(got, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+}

@@ -52,6 +52,11 @@ func (s *Subscription) Start(first []byte, epoch string, floor int64) {
 		if len(r.held) > 0 {
 			r.armLocked(s.hub)
 		}
+	} else if floor > r.last && epoch == r.epoch {
+		// The store is ahead of what the room delivered: usually messages
+		// still on their way through the broker, but possibly one that was
+		// stored and never published. A read settles it.
+		s.hub.requestRepair(r)
 	}
 	s.member.Push(Frame{Data: first})
 	for _, f := range s.pending {

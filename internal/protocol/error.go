@@ -27,8 +27,9 @@ const (
 	// CodeRateLimited: the client sends faster than its allowance; retry later.
 	CodeRateLimited = "rate_limited"
 	// CodeUnavailable: the message could not be stored (or history could not
-	// be read). Nothing was acknowledged; the client should retry with the
-	// same client_msg_id.
+	// be read). Nothing was acknowledged, though a store that answered too
+	// late may still have kept it; the client retries with the same
+	// client_msg_id, which is stored at most once.
 	CodeUnavailable = "unavailable"
 	// CodeForbidden: the user may not join the room.
 	CodeForbidden = "forbidden"

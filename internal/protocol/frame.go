@@ -149,7 +149,7 @@ func DecodeRequest(data []byte, lim Limits) (Request, error) {
 	case errors.As(err, &typeErr) && typeErr.Field != "":
 		// A field of the wrong JSON type: the rest of the object decoded, so
 		// the error can still name the frame and its client_msg_id.
-		e := Errorf(CodeBadRequest, "field %q must be a %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
+		e := Errorf(CodeBadRequest, "field %q must be %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
 		if raw.ClientMsgID != nil && ValidClientMsgID(*raw.ClientMsgID) {
 			e.Ref = *raw.ClientMsgID
 		}
@@ -257,11 +257,15 @@ func DecodeRequest(data []byte, lim Limits) (Request, error) {
 func jsonKind(goKind string) string {
 	switch {
 	case strings.HasPrefix(goKind, "int"), strings.HasPrefix(goKind, "uint"):
-		return "integer"
+		return "an integer"
+	case strings.HasPrefix(goKind, "float"):
+		return "a number"
+	case goKind == "slice":
+		return "a list"
 	case goKind == "ptr":
-		return "value of another type"
+		return "a value of another type"
 	}
-	return goKind
+	return "a " + goKind
 }
 
 func truncate(s string, n int) string {

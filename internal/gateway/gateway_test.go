@@ -1116,7 +1116,6 @@ func TestTokenExpiryAndRefresh(t *testing.T) {
 	expectError(t, guest, protocol.CodeBadRequest)
 }
 
-
 // presenceOf reads presence frames of room until one satisfies ok, and
 // returns it.
 func presenceOf(t *testing.T, c *client.Conn, room string, ok func(p protocol.Presence) bool) protocol.Presence {

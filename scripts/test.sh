@@ -202,8 +202,11 @@ step "fuzz names and ids" go test -run '^$' -fuzz '^FuzzRoomAndIDs$' -fuzztime 5
 
 # ---------------------------------------------------------------- later steps
 # Add further steps here, each through `step` so that it is timed and fails
-# the run. Planned:
-#   - fault tests that stop services or kill gateways, serially (-p 1) and
-#     after everything else, e.g.
-#       step "fault tests" go test -race -count=1 -p 1 -tags 'integration faults' ./...
+# the run.
+
+# Fault tests (docs/reliability.md): they cut RabbitMQ's connections, stop
+# it, set off its memory alarm, stop a private Redis, kill and restart
+# gateways. RabbitMQ's faults are felt by everyone on the node, so they run
+# last, one at a time (-p 1), once every other test is done.
+step "fault tests (serial)" go test -race -count=1 -p 1 -timeout 15m -tags 'integration faults' ./internal/faults/
 # ---------------------------------------------------------------- end

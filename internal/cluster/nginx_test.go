@@ -58,7 +58,7 @@ func TestRenderNginxLocal(t *testing.T) {
 	}
 	conf := string(b)
 	for _, want := range []string{
-		"\n        server 127.0.0.1:18081 max_fails=2 fail_timeout=5s;\n        server 127.0.0.1:18082 max_fails=2 fail_timeout=5s;\n",
+		"\n        server 127.0.0.1:18081 max_fails=0;\n        server 127.0.0.1:18082 max_fails=0;\n",
 		"\n        listen 127.0.0.1:18080;\n",
 		"\n    proxy_temp_path       " + dir + "/proxy_temp;\n",
 		"\npid " + cfg.PIDFile + ";\n",

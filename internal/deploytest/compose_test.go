@@ -192,10 +192,12 @@ func checkNginxConf(t *testing.T, upstream, listen string) {
 	if servers := find(ups[0].block, "server", upstream); len(servers) != 1 {
 		t.Errorf("deploy/nginx.conf: upstream %s has no server %s", name, upstream)
 	}
+	// A server marked failed stays marked while its WebSockets are open,
+	// which empties the upstream during a rolling restart; failures are
+	// skipped per request by proxy_next_upstream instead.
 	for _, d := range find(ups[0].block, "server") {
-		if !slices.ContainsFunc(d.args, func(a string) bool { return strings.HasPrefix(a, "max_fails=") }) ||
-			!slices.ContainsFunc(d.args, func(a string) bool { return strings.HasPrefix(a, "fail_timeout=") }) {
-			t.Errorf("deploy/nginx.conf: server %v lacks max_fails/fail_timeout", d.args)
+		if !slices.Contains(d.args, "max_fails=0") {
+			t.Errorf("deploy/nginx.conf: server %v must have max_fails=0", d.args)
 		}
 	}
 	for _, d := range find(ups[0].block, "sticky") {

@@ -57,6 +57,12 @@ type conn struct {
 	out     outQueue
 	writing bool // a writer goroutine is running
 	closing bool // a close was started; nothing more is queued
+	// closeAfter is the close the writer sends once the queue is written
+	// (see closeFlushed); nil for a close that drops the queue.
+	closeAfter *closeReq
+	// handling is true while the read loop handles a frame, and draining
+	// once the gateway shuts down (see drain).
+	handling, draining bool
 
 	// done counts the writer and closer goroutines, so the handler can wait
 	// for them before it returns.
@@ -117,9 +123,14 @@ func (c *conn) writeLoop() {
 	var buf bytes.Buffer
 	for {
 		c.mu.Lock()
-		if c.out.len() == 0 || c.closing {
+		if c.out.len() == 0 || (c.closing && c.closeAfter == nil) {
+			after := c.closeAfter
 			c.writing = false
 			c.mu.Unlock()
+			if after != nil {
+				// Everything queued before the close is written.
+				_ = c.ws.Close(after.code, after.reason)
+			}
 			return
 		}
 		batch := c.out.take(maxBatchBytes)
@@ -143,14 +154,25 @@ func (c *conn) writeLoop() {
 			if !errors.Is(err, context.Canceled) && websocket.CloseStatus(err) == -1 {
 				c.g.log.Debug("write failed", "user", c.userID, "err", err)
 			}
+			// The connection is broken: a close handshake would fail too.
 			c.mu.Lock()
-			c.writing = false
+			c.writing, c.closing = false, true
+			c.out.reset()
 			c.mu.Unlock()
-			c.close(websocket.StatusGoingAway, "write failed")
+			_ = c.ws.CloseNow()
 			return
 		}
 		c.g.metrics.framesOut.Inc()
 		c.g.metrics.messagesOut.Add(float64(len(batch)))
+		if c.g.stats != nil {
+			n := 0
+			for _, it := range batch {
+				if it.Kind == hub.KindMessage && !it.gap {
+					n++
+				}
+			}
+			c.g.stats.Delivered(n)
+		}
 	}
 }
 
@@ -171,6 +193,70 @@ func (c *conn) close(code websocket.StatusCode, reason string) {
 		// The close handshake waits for the peer; the library bounds it.
 		_ = c.ws.Close(code, reason)
 	}()
+}
+
+// closeReq is a close to send once the queue is written.
+type closeReq struct {
+	code   websocket.StatusCode
+	reason string
+}
+
+// closeFlushed closes the connection with code after what is queued for it
+// has been written; nothing more is queued meanwhile.
+func (c *conn) closeFlushed(code websocket.StatusCode, reason string) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
+	c.closeAfter = &closeReq{code: code, reason: reason}
+	start := !c.writing
+	if start {
+		c.writing = true
+		c.done.Add(1)
+	}
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+}
+
+// drain closes the connection with 1012 as soon as it is not in the middle
+// of a frame: a send being stored and published is acknowledged first.
+func (c *conn) drain() {
+	c.mu.Lock()
+	busy := c.handling
+	c.draining = true
+	c.mu.Unlock()
+	if !busy {
+		c.closeFlushed(websocket.StatusServiceRestart, "gateway restarting; reconnect")
+	}
+}
+
+// beginFrame is called by the read loop before it handles a frame. It
+// reports false once the connection drains: the frame is not handled, and
+// its sender, getting no answer, retries on the gateway it reconnects to.
+func (c *conn) beginFrame() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.draining || c.closing {
+		return false
+	}
+	c.handling = true
+	return true
+}
+
+// endFrame is called by the read loop after it handled a frame; a drain
+// that came meanwhile closes the connection now.
+func (c *conn) endFrame() {
+	c.mu.Lock()
+	c.handling = false
+	draining := c.draining
+	c.mu.Unlock()
+	if draining {
+		c.closeFlushed(websocket.StatusServiceRestart, "gateway restarting; reconnect")
+	}
 }
 
 // ping checks that the peer is alive. It is called by the gateway's pinger

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -31,19 +32,27 @@ import (
 // process, over loopback WebSockets: a publisher sends, the message is
 // stored and published (embedded store and broker), and the hub pushes it to
 // every member's queue, whose writer writes it to the member's socket.
-// ns/delivery is the elapsed time per message per member with the members'
-// reading included; run it with -cpuprofile and look at the gateway's
+// ns/delivery is the elapsed time per message per member, cpu-ns/delivery
+// the process's CPU per delivery, both with the members' reading included;
+// run it with -cpuprofile and look at the gateway's
 // functions (conn.send, writeLoop, hub) to see where a delivery's CPU goes
 // without RabbitMQ, Redis or another process in the picture.
 //
 //	go test ./internal/gateway -run '^$' -bench FanOutWebSocket -benchmem -cpuprofile cpu.out
+//
+// In the "backlog" runs the publisher keeps up to 64 messages per member in
+// flight, so members' queues hold several messages and the gateway writes
+// them as one WebSocket message (the batched path); in the "one-by-one" runs
+// it sends the next message only when every member has the last one, so
+// every delivery is a WebSocket message of its own, as in W1 at 100 msg/s.
 func BenchmarkFanOutWebSocket(b *testing.B) {
 	for _, members := range []int{100, 1000} {
-		b.Run(strconv.Itoa(members), func(b *testing.B) { benchFanOut(b, members) })
+		b.Run(strconv.Itoa(members)+"/backlog", func(b *testing.B) { benchFanOut(b, members, 64) })
+		b.Run(strconv.Itoa(members)+"/one-by-one", func(b *testing.B) { benchFanOut(b, members, 1) })
 	}
 }
 
-func benchFanOut(b *testing.B, members int) {
+func benchFanOut(b *testing.B, members int, window int) {
 	url := newFanOutGateway(b)
 	ctx := context.Background()
 	var received atomic.Int64 // message frames, all members together
@@ -120,14 +129,14 @@ func benchFanOut(b *testing.B, members int) {
 
 	// Keep at most window messages per member in flight, far below the
 	// gateway's send queue bound.
-	const window = 64
 	frame := func(i int) []byte {
 		return []byte(`{"type":"send","room":"bench","text":"hello, this is a chat message of ordinary length","client_msg_id":"c-` + strconv.Itoa(i) + `"}`)
 	}
 	b.ReportAllocs()
+	cpu0 := processCPU(b)
 	b.ResetTimer()
 	for i := range b.N {
-		for int64(i-window)*int64(members) > received.Load() {
+		for int64(i-window+1)*int64(members) > received.Load() {
 			time.Sleep(50 * time.Microsecond)
 		}
 		if err := pub.Write(ctx, websocket.MessageText, frame(i)); err != nil {
@@ -144,6 +153,17 @@ func benchFanOut(b *testing.B, members int) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(want), "ns/delivery")
+	// CPU of the whole process, the members' reading included.
+	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(want), "cpu-ns/delivery")
+}
+
+// processCPU returns the user and system CPU time this process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // newFanOutGateway runs a gateway on the embedded broker and store, with the
@@ -230,5 +250,4 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 	n := float64(len(cs))
 	b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "heap-B/conn")
 	b.ReportMetric(float64(after.StackInuse-before.StackInuse)/n, "stack-B/conn")
-	b.ReportMetric(float64(after.Sys-before.Sys)/n, "sys-B/conn")
 }

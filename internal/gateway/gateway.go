@@ -12,17 +12,18 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleychat/parley/internal/auth"
@@ -61,6 +62,8 @@ type StatsRecorder interface {
 	// Latency takes a client's report: send-to-own-message round trips and
 	// server-to-screen delivery times, in milliseconds.
 	Latency(rtt, delivery []float64)
+	// Delivered counts chat messages written to clients of this gateway.
+	Delivered(n int)
 }
 
 // Deps are the parts a Gateway is built from. All are required but Stats.
@@ -73,6 +76,8 @@ type Deps struct {
 	Web      fs.FS // the browser client, served at /
 	Registry *prometheus.Registry
 	Stats    StatsRecorder // nil: nothing is counted for the cluster
+	// StatsAPI serves GET /api/stats (the cluster statistics); nil: 404.
+	StatsAPI http.Handler
 	// Presence keeps who is online in each room; nil: no presence frames.
 	Presence presence.Store
 }
@@ -118,8 +123,11 @@ type Options struct {
 	PingInterval    time.Duration
 	PongTimeout     time.Duration
 	WriteTimeout    time.Duration
-	// SendTimeout bounds storing plus publishing one message.
+	// SendTimeout bounds storing one message.
 	SendTimeout time.Duration
+	// PublishTimeout bounds waiting for the broker's confirm of a stored
+	// message before it is acked anyway and left to the republisher.
+	PublishTimeout time.Duration
 	// StoreTimeout bounds one history read.
 	StoreTimeout time.Duration
 	// DrainBatch connections are closed at a time on shutdown, DrainPause
@@ -165,6 +173,7 @@ func (o Options) withDefaults() Options {
 	set(&o.PongTimeout, 15*time.Second)
 	set(&o.WriteTimeout, 10*time.Second)
 	set(&o.SendTimeout, 5*time.Second)
+	set(&o.PublishTimeout, 2*time.Second)
 	set(&o.StoreTimeout, 5*time.Second)
 	set(&o.DrainPause, 50*time.Millisecond)
 	return o
@@ -182,6 +191,7 @@ type Gateway struct {
 	reg      *prometheus.Registry
 	metrics  *metrics
 	stats    StatsRecorder
+	statsAPI http.Handler
 	presence *presenceTracker // nil without a presence store
 
 	// ctx is the parent of every connection's work. It is not a request's
@@ -195,6 +205,10 @@ type Gateway struct {
 	// watchBroker).
 	degraded    atomic.Bool
 	unannounced chan unannounced
+	// storeDown is true while the store does not answer its pings (see
+	// watchStore); store work then fails at once instead of each request
+	// waiting out the store's timeouts one after another.
+	storeDown atomic.Bool
 
 	mu      sync.Mutex
 	conns   map[*conn]int // -> ping bucket
@@ -215,22 +229,23 @@ func New(deps Deps, opts Options) *Gateway {
 	// pinged, so pings are spread evenly instead of arriving all at once.
 	nb := max(1, int(opts.PingInterval/time.Second))
 	g := &Gateway{
-		opts:    opts,
-		log:     deps.Logger,
-		hub:     deps.Hub,
-		store:   deps.Store,
-		broker:  deps.Broker,
-		auth:    deps.Auth,
-		web:     deps.Web,
-		reg:     deps.Registry,
-		metrics: newMetrics(deps.Registry),
-		stats:   deps.Stats,
-		ctx:     ctx,
-		cancel:  cancel,
-		conns:   make(map[*conn]int),
-		perIP:   make(map[netip.Addr]int),
-		perUser: make(map[string]int),
-		buckets: make([]map[*conn]struct{}, nb),
+		opts:     opts,
+		log:      deps.Logger,
+		hub:      deps.Hub,
+		store:    deps.Store,
+		broker:   deps.Broker,
+		auth:     deps.Auth,
+		web:      deps.Web,
+		reg:      deps.Registry,
+		metrics:  newMetrics(deps.Registry),
+		stats:    deps.Stats,
+		statsAPI: deps.StatsAPI,
+		ctx:      ctx,
+		cancel:   cancel,
+		conns:    make(map[*conn]int),
+		perIP:    make(map[netip.Addr]int),
+		perUser:  make(map[string]int),
+		buckets:  make([]map[*conn]struct{}, nb),
 
 		unannounced: make(chan unannounced, republishQueue),
 	}
@@ -283,6 +298,7 @@ func (g *Gateway) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { g.republish(ctx) })
 	wg.Go(func() { g.watchBroker(ctx) })
+	wg.Go(func() { g.watchStore(ctx) })
 	if g.presence != nil {
 		wg.Go(func() { g.presence.run(ctx) })
 	}
@@ -341,7 +357,7 @@ func (g *Gateway) Drain(ctx context.Context) error {
 				t.Stop()
 			}
 		}
-		c.close(websocket.StatusServiceRestart, "gateway restarting; reconnect")
+		c.drain()
 	}
 
 	done := make(chan struct{})
@@ -375,15 +391,24 @@ func (g *Gateway) Drain(ctx context.Context) error {
 // again, since the first attempt may have failed between store and broker;
 // members drop the repeat by its seq.
 func (g *Gateway) post(ctx context.Context, m protocol.Message) (protocol.Ack, error) {
-	ctx, cancel := context.WithTimeout(ctx, g.opts.SendTimeout)
+	if err := g.storeUsable(); err != nil {
+		return protocol.Ack{}, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, g.opts.SendTimeout)
 	defer cancel()
-	stored, _, err := g.store.Append(ctx, m)
+	stored, _, err := g.store.Append(sctx, m)
 	if err != nil {
+		g.storeFailed(err)
 		return protocol.Ack{}, fmt.Errorf("store message: %w", err)
 	}
 	body := protocol.EncodeMessage(stored)
 	start := time.Now()
-	if err := g.broker.Publish(ctx, body, stored.ID); err != nil {
+	// A stored message is acked whether or not the broker takes it, so a
+	// publish that cannot be confirmed soon is left to the republisher
+	// rather than holding up the sender.
+	pctx, cancel := context.WithTimeout(ctx, g.opts.PublishTimeout)
+	defer cancel()
+	if err := g.broker.Publish(pctx, body, stored.ID); err != nil {
 		g.metrics.publishDeferred.Inc()
 		g.hub.Nudge(stored.Room)
 		select {
@@ -437,6 +462,59 @@ func (g *Gateway) republish(ctx context.Context) {
 				return
 			case <-t.C:
 			}
+		}
+	}
+}
+
+// errStoreDown is returned for store work while the store is known not to
+// answer.
+var errStoreDown = errors.New("store is not answering")
+
+// storeUsable returns errStoreDown while the store is known not to answer.
+func (g *Gateway) storeUsable() error {
+	if g.storeDown.Load() {
+		return errStoreDown
+	}
+	return nil
+}
+
+// storeFailed marks the store down when err says it did not answer in
+// time, so that the requests queued behind this one fail at once; the next
+// successful ping (watchStore) clears it.
+func (g *Gateway) storeFailed(err error) {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		if !g.storeDown.Swap(true) {
+			g.log.Warn("store not answering; failing store work at once until it does", "err", err)
+		}
+	}
+}
+
+// storePing is how often, and within what time, watchStore pings the store.
+const (
+	storePingEvery   = 250 * time.Millisecond
+	storePingTimeout = 500 * time.Millisecond
+)
+
+// watchStore pings the store and keeps storeDown up to date.
+func (g *Gateway) watchStore(ctx context.Context) {
+	t := time.NewTicker(storePingEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, storePingTimeout)
+		err := g.store.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		down := err != nil
+		if g.storeDown.Swap(down) != down {
+			g.log.Info("store state changed", "down", down, "err", err)
 		}
 	}
 }

@@ -443,35 +443,74 @@ func flood(t *testing.T, sender *client.Conn, stop func() bool) int {
 	}
 }
 
-// readAll reads a client's messages in the background and checks they come
-// in contiguous seq order; wait returns how many it saw.
+// readAll reads a client's messages in the background as a real client
+// would: live messages must come in seq order, and a gap frame (the client
+// itself fell behind, which a loaded machine can cause) is filled from
+// history. wait checks that seqs 1..n all arrived, live or through history.
 func readAll(t *testing.T, c *client.Conn) (wait func(n int)) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	got := make(chan int64, 1<<16)
+	var mu sync.Mutex
+	seen := make(map[int64]bool)
+	var failure error
 	go func() {
-		defer close(got)
+		var lastLive, fillTo int64
 		for {
-			f, err := c.NextOf(ctx, protocol.TypeMessage)
+			f, err := c.NextOf(ctx, protocol.TypeMessage, protocol.TypeGap, protocol.TypeHistory)
 			if err != nil {
 				return
 			}
-			got <- f.Seq
+			mu.Lock()
+			switch f.Type {
+			case protocol.TypeMessage:
+				if f.Seq <= lastLive {
+					failure = fmt.Errorf("live seq %d after %d", f.Seq, lastLive)
+				}
+				lastLive = f.Seq
+				seen[f.Seq] = true
+			case protocol.TypeGap:
+				var g protocol.Gap
+				_ = json.Unmarshal(f.Raw, &g)
+				fillTo = max(fillTo, g.To)
+				_ = c.Send(ctx, map[string]any{"type": "history", "room": g.Room, "after": g.From - 1, "limit": 100})
+			case protocol.TypeHistory:
+				last := int64(0)
+				for _, m := range f.Messages {
+					seen[m.Seq] = true
+					last = m.Seq
+				}
+				if last > 0 && last < fillTo {
+					_ = c.Send(ctx, map[string]any{"type": "history", "room": f.Room, "after": last, "limit": 100})
+				}
+			}
+			mu.Unlock()
 		}
 	}()
 	t.Cleanup(cancel)
 	return func(n int) {
 		t.Helper()
-		timeout := time.After(30 * time.Second)
-		for want := int64(1); want <= int64(n); want++ {
-			select {
-			case seq, ok := <-got:
-				if !ok || seq != want {
-					t.Fatalf("fast client got seq %d (open %v), want %d", seq, ok, want)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			mu.Lock()
+			missing := int64(0)
+			for seq := int64(1); seq <= int64(n); seq++ {
+				if !seen[seq] {
+					missing = seq
+					break
 				}
-			case <-timeout:
-				t.Fatalf("fast client stuck before seq %d", want)
 			}
+			err := failure
+			mu.Unlock()
+			if err != nil {
+				t.Fatalf("fast client: %v", err)
+			}
+			if missing == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("fast client never got seq %d of %d", missing, n)
+			}
+			time.Sleep(10 * time.Millisecond) // polling the reader's progress
 		}
 	}
 }
@@ -1227,4 +1266,74 @@ func TestPresenceFramesAreBatched(t *testing.T) {
 		t.Fatalf("%d presence frames for 30 joins", frames)
 	}
 	t.Logf("30 joins reached the watcher in %d presence frames", frames)
+}
+
+// heldBroker is the in-process broker whose publishes wait for a release,
+// so a test can have a send in flight at a chosen moment.
+type heldBroker struct {
+	broker.Memory
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *heldBroker) Publish(ctx context.Context, body []byte, id string) error {
+	select {
+	case b.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return b.Memory.Publish(ctx, body, id)
+}
+
+func TestDrainAcksTheSendInFlightBeforeClosing(t *testing.T) {
+	b := &heldBroker{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	g := newGatewayOn(t, gateway.Options{PublishTimeout: 10 * time.Second}, b, store.NewMemory(store.Retention{}, nil))
+	c := dial(t, g.URL, "alice")
+	join(t, c, "general")
+	sendText(t, c, "general", "in flight", "a-1")
+	<-b.entered // stored; the publish waits
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	drained := make(chan error, 1)
+	go func() { drained <- g.Drain(ctx) }()
+	// The drain waits for the send; release it once the drain has begun.
+	for {
+		resp, err := http.Get(g.URL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatal("readiness never turned off")
+		}
+		time.Sleep(5 * time.Millisecond) // polling readiness
+	}
+	close(b.release)
+
+	sawAck := false
+	for {
+		f, err := c.Next(ctx)
+		if err != nil {
+			if code := websocket.CloseStatus(err); code != websocket.StatusServiceRestart {
+				t.Fatalf("connection ended with %v", err)
+			}
+			break
+		}
+		if f.Type == protocol.TypeAck && f.ClientMsgID == "a-1" {
+			sawAck = true
+		}
+	}
+	if !sawAck {
+		t.Fatal("closed with 1012 before the send in flight was acknowledged")
+	}
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -29,6 +29,13 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("GET /api/rooms/{room}/messages", g.serveMessages)
 	mux.HandleFunc("POST /api/rooms/{room}/messages", g.servePost)
 	mux.HandleFunc("GET /api/rooms/{room}/presence", g.servePresence)
+	if g.statsAPI != nil {
+		mux.Handle("GET /api/stats", g.statsAPI)
+	}
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", contentSecurityPolicy)
+		http.ServeFileFS(w, r, g.web, "stats.html")
+	})
 	files := http.FileServerFS(g.web)
 	mux.Handle("GET /", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Security-Policy", contentSecurityPolicy)

@@ -136,6 +136,9 @@ func (c *conn) readLoop() error {
 			c.reject(err.(*protocol.Error), "")
 			continue
 		}
+		if !c.beginFrame() {
+			return nil
+		}
 		switch req.Type {
 		case protocol.TypeJoin:
 			c.join(req)
@@ -152,6 +155,7 @@ func (c *conn) readLoop() error {
 		case protocol.TypeRefresh:
 			c.refresh(req)
 		}
+		c.endFrame()
 	}
 }
 
@@ -239,6 +243,9 @@ func (c *conn) join(req protocol.Request) {
 // loadJoin reads what a join answers with: the newest messages, or for a
 // resume everything after "since" that fits in one frame.
 func (g *Gateway) loadJoin(ctx context.Context, req protocol.Request) (protocol.Joined, error) {
+	if err := g.storeUsable(); err != nil {
+		return protocol.Joined{}, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, g.opts.StoreTimeout)
 	defer cancel()
 	if req.HasSince {
@@ -451,6 +458,10 @@ func (c *conn) latency(req protocol.Request) {
 func (c *conn) history(req protocol.Request) {
 	if c.subs[req.Room] == nil {
 		c.reject(protocol.Errorf(protocol.CodeNotJoined, "join the room before asking for its history"), req.Room)
+		return
+	}
+	if err := c.g.storeUsable(); err != nil {
+		c.fail(protocol.CodeUnavailable, "room history is unavailable; try again", "", req.Room)
 		return
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.g.opts.StoreTimeout)

@@ -2,7 +2,8 @@
 //
 // The wire protocol is docs/protocol.md; the logic that needs neither the DOM
 // nor the network (frame splitting, the per-room seq view, backoff, the
-// outbox, validation) is in protocol.js and tested under Node.
+// outbox, validation, presence, typing, unread counts, latency) is in
+// protocol.js and tested under Node.
 //
 // Security: the gateway's Content-Security-Policy forbids inline script and
 // style, so this file is the only script and it never builds HTML from
@@ -12,13 +13,16 @@ import {
   splitFrames, roomNameProblem, validRoom, nameProblem, textProblem, tidyText,
   utf8Length, MAX_TEXT_BYTES, newGuestKey, validKey, newClientMsgId,
   reconnectPlan, closeCodeText, RoomTimeline, Outbox, hueFor, initials,
-  groupsWith, relativeTime, parseRooms,
+  groupsWith, relativeTime, parseRooms, parsePresence, parseUser, RoomPresence, PresenceRun,
+  TypingSender, TypingState, typingText, Unread, unreadLabel, LatencyMeter, LATENCY_REPORT_MS,
+  formatMs, tokenInfo, tokenExpired, retryDelay,
 } from './protocol.js';
 
 // ------------------------------------------------------------ utilities
 
-const $ = (sel) => document.querySelector(sel);
 const fillRandom = (a) => crypto.getRandomValues(a);
+/** now is the wall clock in milliseconds, finer than Date.now(). */
+const now = () => performance.timeOrigin + performance.now();
 
 /**
  * h creates an element. props: "class", "dataset" (object), attributes
@@ -80,6 +84,9 @@ const KEY = {
   // The name this tab is signed in as: a reload stays signed in, as the same
   // person even when another tab has since signed in under another name.
   session: 'parley.session',
+  // The token this tab connects with (token mode), from ?token=.
+  token: 'parley.token',
+  members: 'parley.members', // "hidden": the member column is folded away
 };
 
 function loadIds() {
@@ -142,6 +149,15 @@ class Room {
     this.stick = true;
     this.savedTop = 0;
     this.lastRejoin = 0;
+    /** who is here (presence frames) */
+    this.presence = new RoomPresence();
+    /** the join/leave notice at the end of the timeline, while no message follows it */
+    this.presenceNotice = null; // {el, run}
+    /** who is typing */
+    this.typing = new TypingState();
+    /** joins in a row answered unavailable, and the timer of the next try */
+    this.joinFailures = 0;
+    this.joinTimer = 0;
     this.list = h('ol', { class: 'messages', tabindex: '0', 'aria-label': `Messages in ${name}` });
     this.list.addEventListener('scroll', () => onListScroll(this), { passive: true });
     this.startEl = h('li', { class: 'room-start', hidden: true },
@@ -153,7 +169,8 @@ class Room {
     this.li = h('li', { class: 'room', dataset: { room: name } },
       h('button', { type: 'button', class: 'room-btn', 'data-action': 'open' },
         h('span', { class: 'hash', 'aria-hidden': 'true' }, '#'),
-        h('span', { class: 'room-label' }, name)),
+        h('span', { class: 'room-label' }, name),
+        h('span', { class: 'unread', hidden: true })),
       h('button', {
         type: 'button', class: 'room-leave', 'data-action': 'leave',
         'aria-label': `Leave ${name}`, title: 'Leave room',
@@ -164,6 +181,7 @@ class Room {
 const S = {
   name: '',
   key: '',
+  outboxKey: '', // localStorage key of this identity's outbox
   knownUserId: '', // from an earlier welcome, for messages drawn before this one
   me: null, // {id, name} from welcome
   guest: true,
@@ -174,6 +192,15 @@ const S = {
   outbox: new Outbox(),
   retryTimers: new Set(),
   browse: { rooms: [], state: 'unknown', timer: 0 },
+  // Token mode: the JWT this tab connects with, and what it says of itself.
+  token: '',
+  tokenInfo: null,
+  tokenExpired: false, // the gateway said token_expired
+  unread: new Unread(),
+  typingOut: new TypingSender(),
+  typingTimer: 0,
+  latency: new LatencyMeter(),
+  latencyTimer: 0,
 };
 
 /** C is the connection: one WebSocket at a time, and the reconnect plan. */
@@ -192,6 +219,10 @@ const C = {
   timer: 0,
   tick: 0,
   watchdog: 0,
+  failedOpens: 0, // sockets in a row that closed before the welcome
+  // The page is in the back/forward cache: its socket is closed (so that the
+  // user leaves the rooms' member lists) until it is shown again.
+  paused: false,
 };
 
 // ---------------------------------------------------------------- elements
@@ -204,7 +235,9 @@ function grabElements() {
     'browse', 'browse-list', 'browse-refresh', 'me', 'me-avatar', 'guest-badge', 'gateway', 'signout',
     'room-title', 'conn-state', 'conn-text', 'reconnect-now', 'banner', 'banner-text',
     'banner-retry', 'message-pane', 'empty-state', 'jump', 'composer', 'text', 'send',
-    'composer-status', 'toasts', 'announcer',
+    'composer-status', 'toasts', 'announcer', 'members', 'member-count', 'members-note',
+    'members-panel', 'members-toggle', 'members-toggle-count', 'members-close', 'typing', 'typing-text',
+    'lag', 'lag-wrap',
   ]) {
     E[id] = document.getElementById(id);
   }
@@ -236,7 +269,7 @@ function announce(text) {
 
 function wsURL() {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const q = new URLSearchParams({ name: S.name, key: S.key });
+  const q = S.token ? new URLSearchParams({ token: S.token }) : new URLSearchParams({ name: S.name, key: S.key });
   return `${scheme}//${location.host}/ws?${q}`;
 }
 
@@ -281,7 +314,15 @@ function connect() {
   clearConnTimers();
   if (C.stopped) return;
   C.blocked = false;
-  hideBanner();
+  if (!(S.token && C.failedOpens >= 3)) hideBanner();
+  if (S.token && tokenExpired(S.tokenInfo, Date.now())) {
+    // The gateway would refuse it; only the app that issued it can make a
+    // new one.
+    C.blocked = true;
+    setConnState('offline', 'Session expired');
+    showBanner(expiredText(), false);
+    return;
+  }
   if (navigator.onLine === false) {
     setConnState('offline', 'Offline: no network');
     return;
@@ -341,28 +382,55 @@ function dropSocket(code, reason) {
 
 function handleClose(code, reason, uptime) {
   clearConnTimers();
+  const welcomed = C.welcomed;
   C.welcomed = false;
+  C.failedOpens = welcomed ? 0 : C.failedOpens + 1;
+  // A connection whose joins all failed for want of history (the store was
+  // down) is closed by the gateway as one that joined no room (1008): that
+  // is worth another try, unlike a 1008 for the client's own doing.
+  const rooms = [...S.rooms.values()];
+  const joinTrouble = rooms.some((r) => r.joinFailures > 0) && !rooms.some((r) => r.live);
   for (const room of S.rooms.values()) {
     room.live = false;
     room.tl.connectionLost();
     room.loadingEl.hidden = true;
+    // Nobody's typing notices reach us now; the member list is refreshed
+    // by the presence frame that follows the next join.
+    room.typing.reset();
+    room.presence.rejoined();
   }
   S.outbox.connectionLost();
-  if (C.stopped) return;
+  S.typingOut.reset();
+  renderTyping();
+  renderMembers();
+  if (C.stopped || C.paused) return;
   if (navigator.onLine === false) {
     setConnState('offline', 'Offline: no network');
     return;
   }
-  const plan = reconnectPlan(code, { attempt: C.attempt, uptimeMs: uptime });
+  const plan = reconnectPlan(code === 1008 && joinTrouble ? 1011 : code, { attempt: C.attempt, uptimeMs: uptime });
   C.attempt = plan.attempt;
   if (!plan.retry) {
     C.blocked = true;
     const why = reason || closeCodeText(code);
     setConnState('offline', 'Disconnected');
-    showBanner(`Disconnected by the server: ${why}.`);
+    if (S.tokenExpired || (S.token && tokenExpired(S.tokenInfo, Date.now()))) {
+      showBanner(`Disconnected by the server: ${why}. ${expiredText()}`, false);
+    } else {
+      showBanner(`Disconnected by the server: ${why}.`);
+    }
     return;
   }
   scheduleReconnect(plan.delay);
+  if (S.token && C.failedOpens >= 3) {
+    // A refused handshake looks like any dropped connection to a page; with
+    // a token, the likeliest cause is the token.
+    showBanner('Cannot connect. If this keeps happening, your sign-in link may be invalid or expired: open Parley again from your app.');
+  }
+}
+
+function expiredText() {
+  return 'Your session has expired. This page cannot renew it: open Parley again from your app to get a new link.';
 }
 
 function scheduleReconnect(delay) {
@@ -386,8 +454,9 @@ function reconnectNow() {
   connect();
 }
 
-function showBanner(text) {
+function showBanner(text, retry = true) {
   E['banner-text'].textContent = text;
+  E['banner-retry'].hidden = !retry;
   E.banner.hidden = false;
 }
 
@@ -420,6 +489,8 @@ function handleFrame(f) {
     case 'left': return undefined;
     case 'status': return onStatus(f);
     case 'gap': return onGap(f);
+    case 'presence': return onPresence(f);
+    case 'typing': return onTyping(f);
     default: return undefined; // frames this client does not know are ignored
   }
 }
@@ -441,8 +512,9 @@ function onWelcome(f) {
   S.guest = f.guest !== false;
   S.gateway = typeof f.gateway === 'string' ? f.gateway : '';
   S.knownUserId = S.me.id;
-  rememberUserId(S.name, S.me.id);
+  if (!S.token) rememberUserId(S.name, S.me.id);
   C.welcomed = true;
+  C.failedOpens = 0;
   C.everConnected = true;
   clearTimeout(C.watchdog);
   C.watchdog = 0;
@@ -468,7 +540,16 @@ function onJoined(f) {
   const first = !room.tl.started;
   const ch = room.tl.applyJoined(f);
   room.live = true;
+  room.joinFailures = 0;
+  clearTimeout(room.joinTimer);
+  room.presence.rejoined();
   applyChange(room, ch, { stick: first });
+  if (!first) {
+    // A resume brings what was missed while away: unread too.
+    for (const m of ch.added) S.unread.message(room.name, { current: S.current, mine: isMine(m) });
+    renderUnread(room);
+  }
+  if (room.name === S.current) renderMembers();
   flushRoom(room);
   if (room.name === S.current) fillViewport(room);
 }
@@ -476,16 +557,177 @@ function onJoined(f) {
 function onMessage(f) {
   const room = S.rooms.get(f.room);
   if (!room) return;
+  const tRecv = now();
   const mine = isMine(f);
+  const ts = Date.parse(f.ts);
+  if (mine && typeof f.client_msg_id === 'string' && S.latency.own(f.client_msg_id, ts, tRecv) !== null) renderLag();
   const ch = room.tl.applyMessage(f);
   const wasBottom = room.name === S.current && atBottom(room.list);
   applyChange(room, ch, { stick: mine });
   const shown = ch.added.some((m) => m.seq === f.seq);
-  if (shown && room.name === S.current && !mine) {
+  const user = parseUser(f.user);
+  // Their message is what they were typing.
+  if (user && room.typing.clear(user.id) && room.name === S.current) renderTyping();
+  if (!shown) return;
+  S.latency.shown(ts, now());
+  if (room.name === S.current && !mine) {
     const who = f.user && f.user.name ? f.user.name : 'Someone';
     announce(`${who}: ${String(f.text || '').slice(0, 200)}`);
     if (!wasBottom) E.jump.hidden = false;
   }
+  S.unread.message(room.name, { current: S.current, mine });
+  renderUnread(room);
+}
+
+// ------------------------------------------------------- presence, typing
+
+/**
+ * onPresence shows who is in the room, and who came and went as one small
+ * notice: none for the list that follows our own join, none in big rooms,
+ * and one notice for everything between two messages.
+ */
+function onPresence(f) {
+  const p = parsePresence(f);
+  const room = p && S.rooms.get(p.room);
+  if (!room) return;
+  const news = room.presence.apply(p, S.me ? S.me.id : '');
+  if (news.joined.length || news.left.length) noteComings(room, news);
+  // Someone who left is not typing any more.
+  let typingChanged = false;
+  for (const u of news.left) typingChanged = room.typing.clear(u.id) || typingChanged;
+  if (room.name === S.current) {
+    renderMembers();
+    if (typingChanged) renderTyping();
+  }
+}
+
+function noteComings(room, news) {
+  let pn = room.presenceNotice;
+  // Only a notice still at the end of the timeline grows; once a message
+  // follows it, a new one starts.
+  if (!pn || !pn.el.isConnected || pn.el.nextElementSibling !== tailRef(room)) {
+    pn = { el: null, run: new PresenceRun() };
+    room.presenceNotice = pn;
+  }
+  pn.run.add(news.joined, news.left);
+  const text = pn.run.text();
+  if (!pn.el) {
+    if (!text) return;
+    pn.el = h('li', { class: 'notice presence-notice', role: 'note' });
+    withScroll(room, () => room.list.insertBefore(pn.el, tailRef(room)));
+  }
+  if (text) {
+    pn.el.textContent = text;
+  } else {
+    // Everyone who came went again: nothing to say.
+    pn.el.remove();
+    room.presenceNotice = null;
+  }
+}
+
+function onTyping(f) {
+  const room = S.rooms.get(f.room);
+  const user = parseUser(f.user);
+  if (!room || !user || (S.me && user.id === S.me.id)) return;
+  room.typing.seen(user, Date.now());
+  if (room.name === S.current) renderTyping();
+}
+
+/** renderTyping shows who is typing in the open room, until it expires. */
+function renderTyping() {
+  clearTimeout(S.typingTimer);
+  S.typingTimer = 0;
+  const room = S.rooms.get(S.current);
+  const names = room ? room.typing.names(Date.now()) : [];
+  const text = typingText(names);
+  if (E['typing-text'].textContent !== text) E['typing-text'].textContent = text;
+  E.typing.classList.toggle('active', text !== '');
+  const next = room ? room.typing.nextExpiry() : 0;
+  if (next) S.typingTimer = setTimeout(renderTyping, Math.max(50, next - Date.now() + 20));
+}
+
+/** onComposerInput tells the room the user is typing, now and then. */
+function onComposerInput() {
+  const room = S.rooms.get(S.current);
+  if (!room || !room.live) return;
+  if (S.typingOut.input(room.name, E.text.value.trim() !== '', Date.now())) {
+    sendFrame({ type: 'typing', room: room.name });
+  }
+}
+
+/** renderMembers shows the open room's member list. */
+function renderMembers() {
+  const room = S.rooms.get(S.current);
+  const pr = room ? room.presence : null;
+  const known = !!(pr && pr.known);
+  const count = known ? pr.count : 0;
+  E['member-count'].textContent = known ? String(count) : '–';
+  E['member-count'].setAttribute('aria-label', known ? `${count} online` : 'not known yet');
+  E['members-toggle-count'].textContent = known ? String(count) : '';
+  E['members-toggle'].setAttribute('aria-label', known ? `Members: ${count} online` : 'Members');
+  const meId = S.me ? S.me.id : '';
+  const items = known && pr.members ? pr.members.map((u) => {
+    const me = u.id === meId;
+    return h('li', { class: me ? 'member me' : 'member', dataset: { userId: u.id }, title: u.name },
+      h('span', { class: 'presence-dot', 'aria-hidden': 'true' }),
+      h('span', { class: `avatar avatar-xs hue-${hueFor(u.id)}`, 'aria-hidden': 'true' }, initials(u.name)),
+      h('span', { class: 'member-name' }, u.name),
+      me ? h('span', { class: 'member-you' }, '(you)') : null);
+  }) : [];
+  E.members.replaceChildren(...items);
+  // Offline, the list is what it was: shown, but not as online.
+  E['members-panel'].classList.toggle('stale', !!room && known && !room.live);
+  let note = '';
+  if (!room) note = '';
+  else if (!known) note = room.live ? 'Waiting for the member list…' : 'Not connected.';
+  else if (!room.live) note = 'Not connected: this list may be out of date.';
+  else if (!pr.members) note = `${count.toLocaleString()} people are here: too many to list.`;
+  E['members-note'].textContent = note;
+  E['members-note'].hidden = note === '';
+}
+
+function renderUnread(room) {
+  const n = S.unread.get(room.name);
+  const badge = room.li.querySelector('.unread');
+  const label = unreadLabel(n);
+  badge.textContent = label;
+  badge.hidden = label === '';
+  badge.setAttribute('aria-label', `${n} unread`);
+  room.li.classList.toggle('has-unread', label !== '');
+  renderTitle();
+}
+
+function renderTitle() {
+  const room = S.rooms.get(S.current);
+  const n = S.unread.total();
+  const base = room ? `#${room.name} · Parley` : 'Parley';
+  document.title = n > 0 ? `(${n}) ${base}` : base;
+}
+
+// ----------------------------------------------------------------- latency
+
+/** renderLag shows the user their own lag, small, next to the gateway. */
+function renderLag() {
+  const { rtt, delivery } = S.latency.lag();
+  if (rtt === null && delivery === null) {
+    E['lag-wrap'].hidden = true;
+    return;
+  }
+  const shown = rtt !== null ? rtt : delivery;
+  E.lag.textContent = formatMs(shown);
+  E.lag.dataset.level = shown < 250 ? 'good' : shown < 1000 ? 'fair' : 'poor';
+  const parts = [];
+  if (rtt !== null) parts.push(`your messages take ${formatMs(rtt)} to come back`);
+  if (delivery !== null) parts.push(`messages reach you ${formatMs(delivery)} after the server has them`);
+  E['lag-wrap'].title = `Lag: ${parts.join('; ')} (median of the latest).`;
+  E['lag-wrap'].hidden = false;
+}
+
+/** reportLatency sends what was measured to the gateway (for operators). */
+function reportLatency() {
+  if (!isOnline()) return;
+  const f = S.latency.report();
+  if (f) sendFrame(f);
 }
 
 // A gap frame: this client fell behind and the gateway replaced part of its
@@ -527,6 +769,13 @@ function onHistory(f) {
 function onError(f) {
   const code = String(f.code || 'error');
   const text = typeof f.message === 'string' && f.message ? f.message : code.replace(/_/g, ' ');
+  if (code === 'token_expired') {
+    // Only the app that issued the token can issue another; the gateway
+    // closes the connection soon.
+    S.tokenExpired = true;
+    showBanner(expiredText(), false);
+    return;
+  }
   if (typeof f.ref === 'string' && S.outbox.has(f.ref)) {
     const res = S.outbox.error(f.ref, code, text, Date.now());
     saveOutbox();
@@ -557,8 +806,25 @@ function onError(f) {
       room.lastRejoin = Date.now();
       joinRoom(room);
     }
+    if (!room.live && (code === 'unavailable' || code === 'internal')) retryJoin(room);
   }
   toast(text);
+}
+
+/**
+ * retryJoin joins a room again after its join was answered `unavailable`
+ * (the gateway could not read its history), backing off like a refused
+ * send: the room must not stay dead on a live connection.
+ */
+function retryJoin(room) {
+  clearTimeout(room.joinTimer);
+  const connId = C.id;
+  const delay = retryDelay(room.joinFailures++);
+  room.joinTimer = setTimeout(() => {
+    room.joinTimer = 0;
+    // A new connection joins every room by itself.
+    if (C.id === connId && C.welcomed && !room.live && S.rooms.get(room.name) === room) joinRoom(room);
+  }, delay);
 }
 
 function isMine(m) {
@@ -572,7 +838,7 @@ function isMine(m) {
 // ----------------------------------------------------------------- outbox
 
 function saveOutbox() {
-  local.set(KEY.outbox + S.name, JSON.stringify(S.outbox.toJSON()));
+  local.set(S.outboxKey, JSON.stringify(S.outbox.toJSON()));
 }
 
 /** flushRoom sends the room's pending messages that are due. */
@@ -581,6 +847,7 @@ function flushRoom(room) {
   for (const it of S.outbox.due(room.name, C.id, Date.now())) {
     const ok = sendFrame({ type: 'send', room: it.room, text: it.text, client_msg_id: it.cmid });
     if (!ok) break;
+    S.latency.sent(it.cmid, now());
     S.outbox.sent(it.cmid, C.id);
     const el = room.pend.get(it.cmid);
     if (el) updatePlaceholder(el, it);
@@ -599,6 +866,7 @@ function sendMessage() {
   }
   const it = S.outbox.add(room.name, text, newClientMsgId(fillRandom), Date.now());
   saveOutbox();
+  S.typingOut.messageSent(room.name);
   E.text.value = '';
   autosize();
   updateComposerStatus();
@@ -860,7 +1128,10 @@ function addRoom(name) {
 function removeRoom(room, tellServer = true) {
   if (tellServer && room.live) sendFrame({ type: 'leave', room: room.name });
   room.live = false;
+  clearTimeout(room.joinTimer);
   S.rooms.delete(room.name);
+  S.unread.clear(room.name);
+  renderTitle();
   room.li.remove();
   room.list.remove();
   if (S.outbox.list(room.name).length) {
@@ -901,9 +1172,15 @@ function showRoom(name) {
   E.composer.classList.toggle('disabled', !room);
   E.text.disabled = !room;
   E.send.disabled = !room;
+  if (room) {
+    S.unread.clear(room.name);
+    renderUnread(room);
+  }
+  renderTitle();
+  renderMembers();
+  renderTyping();
   if (!room) {
     E['room-title'].textContent = '';
-    document.title = 'Parley';
     return;
   }
   room.list.id = 'messages';
@@ -912,7 +1189,6 @@ function showRoom(name) {
   else room.list.scrollTop = room.savedTop;
   E['room-title'].textContent = room.name;
   E.text.placeholder = `Message #${room.name}`;
-  document.title = `#${room.name} · Parley`;
   closeNav();
   fillViewport(room);
 }
@@ -1026,12 +1302,41 @@ function renderMe() {
 
 function login(name, room) {
   S.name = name;
+  S.token = '';
+  S.tokenInfo = null;
+  S.tokenExpired = false;
   const who = identity(name);
   S.key = who.key;
   S.knownUserId = who.user;
-  S.outbox = Outbox.fromJSON(local.get(KEY.outbox + name) || '[]');
+  S.outboxKey = KEY.outbox + name;
   local.set(KEY.name, name);
   session.set(KEY.session, name);
+  enter(room);
+}
+
+/**
+ * loginWithToken signs in with a token from the app that embeds Parley: the
+ * gateway says who it stands for, so no name is asked. What the token says
+ * of itself (read, not verified) names the user until the welcome and keys
+ * their outbox.
+ */
+function loginWithToken(token, room) {
+  S.token = token;
+  S.tokenInfo = tokenInfo(token);
+  S.tokenExpired = false;
+  const info = S.tokenInfo || { sub: '', name: '' };
+  S.name = info.name || info.sub || 'you';
+  S.key = '';
+  S.guest = false;
+  S.knownUserId = info.sub ? `u_${info.sub}` : '';
+  S.outboxKey = `${KEY.outbox}token:${info.sub || '?'}`;
+  session.set(KEY.token, token);
+  enter(room);
+}
+
+/** enter opens the chat for the identity login or loginWithToken set. */
+function enter(room) {
+  S.outbox = Outbox.fromJSON(local.get(S.outboxKey) || '[]');
   let saved = [];
   try {
     const v = JSON.parse(local.get(KEY.rooms) || '[]');
@@ -1049,7 +1354,10 @@ function login(name, room) {
   showRoom(room || (last && S.rooms.has(last) ? last : saved[0]));
   C.stopped = false;
   C.attempt = 0;
+  C.failedOpens = 0;
   C.everConnected = false;
+  clearInterval(S.latencyTimer);
+  S.latencyTimer = setInterval(reportLatency, LATENCY_REPORT_MS);
   connect();
   if (!matchMedia('(max-width: 720px)').matches) E.text.focus();
 }
@@ -1066,17 +1374,33 @@ function signOut() {
   for (const t of S.retryTimers) clearTimeout(t);
   S.retryTimers.clear();
   clearTimeout(S.browse.timer);
+  clearInterval(S.latencyTimer);
+  S.latencyTimer = 0;
   session.del(KEY.session);
+  if (S.token) {
+    // The token was this tab's sign-in; signing out forgets it.
+    session.del(KEY.token);
+    S.token = '';
+    S.tokenInfo = null;
+    S.name = local.get(KEY.name) || '';
+  }
   for (const room of S.rooms.values()) {
+    clearTimeout(room.joinTimer);
     room.li.remove();
     room.list.remove();
   }
   S.rooms.clear();
+  S.unread = new Unread();
+  S.latency = new LatencyMeter();
   S.current = '';
   S.me = null;
   S.gateway = '';
+  S.guest = true;
   setConnState('offline');
   hideBanner();
+  renderMembers();
+  renderLag();
+  renderTitle();
   E.app.hidden = true;
   E['login-view'].hidden = false;
   E.name.value = S.name;
@@ -1150,6 +1474,7 @@ function onComposerBeforeInput(ev) {
 // -------------------------------------------------------------- mobile nav
 
 function openNav() {
+  closeMembers();
   document.body.classList.add('nav-open');
   E.scrim.hidden = false;
   E['menu-btn'].setAttribute('aria-expanded', 'true');
@@ -1162,6 +1487,41 @@ function closeNav() {
   document.body.classList.remove('nav-open');
   E.scrim.hidden = true;
   E['menu-btn'].setAttribute('aria-expanded', 'false');
+}
+
+// The member list is a column on wide screens (which the user may hide) and
+// a drawer on narrow ones.
+const narrowMembers = () => matchMedia('(max-width: 1000px)').matches;
+
+function toggleMembers() {
+  const body = document.body.classList;
+  if (narrowMembers()) {
+    if (body.contains('members-open')) {
+      closeMembers();
+      return;
+    }
+    closeNav();
+    body.add('members-open');
+    E.scrim.hidden = false;
+    E['members-close'].focus();
+  } else {
+    body.toggle('members-hidden');
+    local.set(KEY.members, body.contains('members-hidden') ? 'hidden' : 'shown');
+  }
+  syncMembersToggle();
+}
+
+function closeMembers() {
+  if (!document.body.classList.contains('members-open')) return;
+  document.body.classList.remove('members-open');
+  E.scrim.hidden = true;
+  syncMembersToggle();
+}
+
+function syncMembersToggle() {
+  const body = document.body.classList;
+  const open = narrowMembers() ? body.contains('members-open') : !body.contains('members-hidden');
+  E['members-toggle'].setAttribute('aria-expanded', String(open));
 }
 
 // ------------------------------------------------------------------- boot
@@ -1232,6 +1592,7 @@ function wire() {
       updatePlaceholder(el, it);
       flushRoom(room);
     } else if (btn.dataset.action === 'delete') {
+      S.latency.forget(cmid);
       S.outbox.remove(cmid);
       saveOutbox();
       dropPlaceholder(room, cmid);
@@ -1253,6 +1614,7 @@ function wire() {
   E.text.addEventListener('input', () => {
     autosize();
     updateComposerStatus();
+    onComposerInput();
   });
 
   E['reconnect-now'].addEventListener('click', reconnectNow);
@@ -1270,13 +1632,31 @@ function wire() {
     closeNav();
     E['menu-btn'].focus();
   });
-  E.scrim.addEventListener('click', closeNav);
+  E.scrim.addEventListener('click', () => {
+    closeNav();
+    closeMembers();
+  });
   document.addEventListener('keydown', (ev) => {
     if (ev.key === 'Escape' && document.body.classList.contains('nav-open')) {
       closeNav();
       E['menu-btn'].focus();
+    } else if (ev.key === 'Escape' && document.body.classList.contains('members-open')) {
+      closeMembers();
+      E['members-toggle'].focus();
     }
   });
+  E['members-toggle'].addEventListener('click', toggleMembers);
+  E['members-close'].addEventListener('click', () => {
+    if (narrowMembers()) closeMembers();
+    else toggleMembers();
+    E['members-toggle'].focus();
+  });
+  if (local.get(KEY.members) === 'hidden') document.body.classList.add('members-hidden');
+  matchMedia('(max-width: 1000px)').addEventListener('change', () => {
+    closeMembers();
+    syncMembersToggle();
+  });
+  syncMembersToggle();
 
   window.addEventListener('online', () => {
     if (!C.stopped && !C.ws && !C.blocked) {
@@ -1296,6 +1676,21 @@ function wire() {
       setConnState('offline', 'Offline: no network');
     }
   });
+  // A page kept in the back/forward cache would keep its socket, and the
+  // user would stay in every member list while gone: close it, and come
+  // back (resuming each room) when the page is shown again.
+  window.addEventListener('pagehide', (ev) => {
+    if (!ev.persisted || C.stopped) return;
+    C.paused = true;
+    if (C.ws) dropSocket(1000, 'page hidden');
+    else clearConnTimers();
+  });
+  window.addEventListener('pageshow', (ev) => {
+    if (!ev.persisted || !C.paused) return;
+    C.paused = false;
+    C.attempt = 0;
+    if (!C.stopped && !C.ws) connect();
+  });
   // Coming back to a tab whose reconnect is far off: try now.
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible' && C.timer && C.retryAt - Date.now() > 2000) reconnectNow();
@@ -1314,7 +1709,15 @@ function exposeDebug() {
       return Object.freeze([...S.rooms.values()].map((r) => Object.freeze({
         room: r.name, epoch: r.tl.epoch, contig: r.tl.contig, top: r.tl.top,
         lowest: r.tl.lowest, highest: r.tl.highest, shown: r.tl.size, live: r.live,
+        count: r.presence.known ? r.presence.count : null,
+        members: r.presence.members ? Object.freeze(r.presence.members.map((u) => u.id)) : null,
+        typing: Object.freeze(r.typing.names(Date.now())),
+        unread: S.unread.get(r.name),
       })));
+    },
+    get latency() {
+      const lag = S.latency.lag();
+      return Object.freeze({ offset: S.latency.offset, rtt: lag.rtt, delivery: lag.delivery });
     },
     get outbox() {
       return Object.freeze(S.outbox.toJSON().map((it) => Object.freeze(it)));
@@ -1330,11 +1733,24 @@ function boot() {
   const params = new URLSearchParams(location.search);
   const qName = (params.get('name') || '').trim();
   const qRoom = (params.get('room') || '').trim();
+  const qToken = (params.get('token') || '').trim();
+  if (qToken) {
+    // Keep the token out of the address bar (and of bookmarks, screenshots
+    // and shared links): this tab keeps it in sessionStorage instead.
+    params.delete('token');
+    const rest = params.toString();
+    history.replaceState(null, '', location.pathname + (rest ? `?${rest}` : '') + location.hash);
+  }
+  const token = qToken || session.get(KEY.token) || '';
   const remembered = local.get(KEY.name) || '';
   const signedIn = session.get(KEY.session) || '';
   E.name.value = remembered;
   S.name = remembered;
-  if (qName && !nameProblem(qName)) {
+  if (token) {
+    const roomOK = qRoom && validRoom(qRoom);
+    loginWithToken(token, roomOK ? qRoom : null);
+    if (qRoom && !roomOK) toast(`Cannot open room "${qRoom}": ${roomNameProblem(qRoom)}`);
+  } else if (qName && !nameProblem(qName)) {
     const roomOK = qRoom && validRoom(qRoom);
     login(qName, roomOK ? qRoom : null);
     if (qRoom && !roomOK) toast(`Cannot open room "${qRoom}": ${roomNameProblem(qRoom)}`);

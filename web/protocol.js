@@ -801,3 +801,516 @@ export function parseRooms(body) {
   }
   return out.sort((a, b) => b.lastActivity - a.lastActivity || a.room.localeCompare(b.room));
 }
+
+// ------------------------------------------------------------- presence
+
+/**
+ * Rooms with more members than this get no join/leave notices: in a big
+ * room they would be most of the timeline.
+ */
+export const PRESENCE_NOTICE_MAX = 50;
+
+/** parseUser returns {id, name} from a frame's user object, or null. */
+export function parseUser(u) {
+  if (!u || typeof u !== 'object' || typeof u.id !== 'string' || u.id === '') return null;
+  const name = typeof u.name === 'string' && u.name !== '' ? u.name : u.id;
+  return { id: u.id, name };
+}
+
+function parseUsers(list) {
+  if (!Array.isArray(list)) return null;
+  const seen = new Set();
+  const out = [];
+  for (const x of list) {
+    const u = parseUser(x);
+    if (!u || seen.has(u.id)) continue;
+    seen.add(u.id);
+    out.push(u);
+  }
+  return out;
+}
+
+/**
+ * compareMembers orders members as the gateway does: by name, then by id,
+ * comparing code units (not the locale), so every client shows one order.
+ */
+export function compareMembers(a, b) {
+  if (a.name !== b.name) return a.name < b.name ? -1 : 1;
+  if (a.id !== b.id) return a.id < b.id ? -1 : 1;
+  return 0;
+}
+
+/**
+ * parsePresence validates a `presence` frame (protocol.md). `members` is
+ * null when the gateway left it out (a big room: the count is all there is);
+ * `joined` and `left` are null when absent (the frame after a join).
+ *
+ * @returns {{room: string, count: number, members: object[]|null,
+ *   joined: object[]|null, left: object[]|null} | null}
+ */
+export function parsePresence(f) {
+  if (!f || typeof f !== 'object' || !validRoom(f.room)) return null;
+  const members = parseUsers(f.members);
+  if (members) members.sort(compareMembers);
+  let count = Number.isSafeInteger(f.count) && f.count >= 0 ? f.count : -1;
+  if (count < 0) {
+    if (!members) return null;
+    count = members.length;
+  }
+  return { room: f.room, count, members, joined: parseUsers(f.joined), left: parseUsers(f.left) };
+}
+
+/**
+ * diffMembers returns who is in `next` but not in `prev` (joined) and who is
+ * in `prev` but not in `next` (left), by user id.
+ */
+export function diffMembers(prev, next) {
+  const before = new Map(prev.map((u) => [u.id, u]));
+  const after = new Map(next.map((u) => [u.id, u]));
+  return {
+    joined: next.filter((u) => !before.has(u.id)),
+    left: prev.filter((u) => !after.has(u.id)),
+  };
+}
+
+/**
+ * listNames joins names for a sentence: "alice", "alice and bob",
+ * "alice, bob and carol", and past `max` names "alice, bob and 3 others".
+ */
+export function listNames(names, max = 3) {
+  const n = names.length;
+  if (n === 0) return '';
+  if (n === 1) return names[0];
+  if (n <= max) return `${names.slice(0, -1).join(', ')} and ${names[n - 1]}`;
+  const shown = names.slice(0, 2);
+  const rest = n - shown.length;
+  return `${shown.join(', ')} and ${rest} ${rest === 1 ? 'other' : 'others'}`;
+}
+
+/**
+ * presenceNoticeText is the one line a timeline shows for who came and went:
+ * "alice joined", "alice, bob and 3 others joined", "carol left", or both
+ * joined by " · ". Empty when nobody did.
+ */
+export function presenceNoticeText(joined, left) {
+  const parts = [];
+  if (joined.length) parts.push(`${listNames(joined.map((u) => u.name))} joined`);
+  if (left.length) parts.push(`${listNames(left.map((u) => u.name))} left`);
+  return parts.join(' · ');
+}
+
+/**
+ * PresenceRun collects the comings and goings shown in one timeline notice:
+ * the notice stands for everything since the last message, so however many
+ * presence frames arrive in between, the timeline gains one line. A user
+ * who joins and leaves again within one run cancels out.
+ */
+export class PresenceRun {
+  constructor() {
+    /** @type {Map<string, object>} */
+    this.joined = new Map();
+    /** @type {Map<string, object>} */
+    this.left = new Map();
+  }
+
+  /** add merges one frame's joined and left users. */
+  add(joined, left) {
+    for (const u of joined) {
+      if (this.left.has(u.id)) this.left.delete(u.id);
+      else this.joined.set(u.id, u);
+    }
+    for (const u of left) {
+      if (this.joined.has(u.id)) this.joined.delete(u.id);
+      else this.left.set(u.id, u);
+    }
+  }
+
+  get empty() { return this.joined.size === 0 && this.left.size === 0; }
+
+  text() {
+    return presenceNoticeText([...this.joined.values()], [...this.left.values()]);
+  }
+}
+
+/**
+ * RoomPresence is what a client knows of who is in one room. `members` is
+ * null while only the count is known (a big room, or nothing yet).
+ */
+export class RoomPresence {
+  constructor() {
+    this.count = 0;
+    /** @type {object[]|null} */
+    this.members = null;
+    this.known = false;
+    // The next presence frame follows our own join: it is the list as we
+    // find it, not news.
+    this.baseline = true;
+  }
+
+  /** rejoined notes a `joined` frame: the next presence is a baseline. */
+  rejoined() {
+    this.baseline = true;
+  }
+
+  /** reset forgets everything (the connection is gone). */
+  reset() {
+    this.count = 0;
+    this.members = null;
+    this.known = false;
+    this.baseline = true;
+  }
+
+  /**
+   * apply takes a parsed presence frame and says who came and went, for a
+   * notice: nothing for the frame after a join, nothing in rooms of more
+   * than PRESENCE_NOTICE_MAX members, and never the user themself (meId).
+   * When both the old and the new list are known they are compared, which
+   * stays right even if a frame was missed; otherwise the frame's own
+   * joined/left are used.
+   *
+   * @returns {{joined: object[], left: object[]}}
+   */
+  apply(p, meId = '') {
+    const prev = this.members;
+    const wasBaseline = this.baseline || !this.known;
+    this.count = p.count;
+    this.members = p.members;
+    this.known = true;
+    this.baseline = false;
+    const none = { joined: [], left: [] };
+    if (wasBaseline || p.count > PRESENCE_NOTICE_MAX) return none;
+    let d;
+    if (prev && p.members) d = diffMembers(prev, p.members);
+    else d = { joined: p.joined || [], left: p.left || [] };
+    const notMe = (u) => u.id !== meId;
+    return { joined: d.joined.filter(notMe), left: d.left.filter(notMe) };
+  }
+}
+
+// --------------------------------------------------------------- typing
+
+/** A typing notice is sent at most this often per room while typing. */
+export const TYPING_SEND_EVERY_MS = 3000;
+/** The gateway relays at most one typing notice per room this often. */
+export const TYPING_RELAY_MIN_MS = 2000;
+/** Someone shown as typing is no longer after this without a renewal. */
+export const TYPING_EXPIRE_MS = 6000;
+
+/**
+ * TypingSender decides when the composer's input becomes a `typing` frame:
+ * at most once every TYPING_SEND_EVERY_MS per room, and only for input that
+ * leaves some text (clearing the box is not typing). After the user sends
+ * a message, the others clear the hint when it arrives, so the next
+ * keystroke notifies again as soon as the gateway would relay it
+ * (TYPING_RELAY_MIN_MS after the previous notice; sooner it would be
+ * dropped, and the hint would wait for the next one).
+ */
+export class TypingSender {
+  constructor() {
+    /** @type {Map<string, number>} room -> when the last notice went */
+    this.last = new Map();
+    /** rooms where a message was sent since the last notice */
+    this.sentSince = new Set();
+  }
+
+  /** input returns true when a typing frame should be sent now. */
+  input(room, hasText, now) {
+    if (!hasText) return false;
+    const t = this.last.get(room);
+    const every = this.sentSince.has(room) ? TYPING_RELAY_MIN_MS : TYPING_SEND_EVERY_MS;
+    if (t !== undefined && now - t < every && now >= t) return false;
+    this.last.set(room, now);
+    this.sentSince.delete(room);
+    return true;
+  }
+
+  /** messageSent notes that the user sent a message to room. */
+  messageSent(room) {
+    this.sentSince.add(room);
+  }
+
+  /** reset forgets everything (a new connection). */
+  reset() {
+    this.last.clear();
+    this.sentSince.clear();
+  }
+}
+
+/**
+ * TypingState is who is typing in one room, each until TYPING_EXPIRE_MS
+ * after their latest notice, or until their message arrives.
+ */
+export class TypingState {
+  constructor() {
+    /** @type {Map<string, {name: string, until: number}>} */
+    this.users = new Map();
+  }
+
+  /** seen records a typing notice from user. It returns false for junk. */
+  seen(user, now) {
+    const u = parseUser(user);
+    if (!u) return false;
+    this.users.set(u.id, { name: u.name, until: now + TYPING_EXPIRE_MS });
+    return true;
+  }
+
+  /** clear drops a user (their message arrived); true if they were shown. */
+  clear(userId) {
+    return this.users.delete(userId);
+  }
+
+  /** reset drops everyone. */
+  reset() {
+    this.users.clear();
+  }
+
+  /** names returns who is typing at now, sorted, dropping the expired. */
+  names(now) {
+    for (const [id, u] of this.users) if (u.until <= now) this.users.delete(id);
+    return [...this.users.values()].map((u) => u.name).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  /** nextExpiry returns when the shown list next changes by itself, or 0. */
+  nextExpiry() {
+    let t = 0;
+    for (const u of this.users.values()) if (t === 0 || u.until < t) t = u.until;
+    return t;
+  }
+}
+
+/**
+ * typingText is the hint under the messages: "alice is typing…",
+ * "alice and bob are typing…", "several people are typing…", or empty.
+ */
+export function typingText(names) {
+  if (names.length === 0) return '';
+  if (names.length === 1) return `${names[0]} is typing…`;
+  if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
+  return 'several people are typing…';
+}
+
+// --------------------------------------------------------------- unread
+
+/**
+ * Unread counts the messages that arrived in rooms while they were not
+ * open. Opening a room clears its count.
+ */
+export class Unread {
+  constructor() {
+    /** @type {Map<string, number>} */
+    this.counts = new Map();
+  }
+
+  /**
+   * message counts a newly shown message in room, unless the room is the
+   * one open or the message is the user's own. It returns the room's count.
+   */
+  message(room, { current, mine }) {
+    if (room === current || mine) return this.get(room);
+    const n = this.get(room) + 1;
+    this.counts.set(room, n);
+    return n;
+  }
+
+  get(room) { return this.counts.get(room) || 0; }
+
+  clear(room) { this.counts.delete(room); }
+
+  /** total is the count over every room. */
+  total() {
+    let n = 0;
+    for (const c of this.counts.values()) n += c;
+    return n;
+  }
+}
+
+/** unreadLabel is how a count shows on a badge: "" for none, "99+" past 99. */
+export function unreadLabel(n) {
+  if (!(n > 0)) return '';
+  return n > 99 ? '99+' : String(n);
+}
+
+// -------------------------------------------------------------- latency
+
+/** A latency report goes to the gateway this often, when there is one. */
+export const LATENCY_REPORT_MS = 5000;
+/** Most values per list in one report (the gateway's limit). */
+export const MAX_LATENCY_SAMPLES = 50;
+/** The clock offset is the median of this many latest estimates. */
+export const OFFSET_SAMPLES = 15;
+/** The lag shown to the user is the median of this many latest round trips. */
+export const LAG_SAMPLES = 10;
+/** Largest value the gateway takes, in milliseconds. */
+export const MAX_LATENCY_MS = 600000;
+
+/** median returns the median of numbers, or null for none. */
+export function median(values) {
+  if (!values.length) return null;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/**
+ * pickSamples returns at most max values, spread evenly over the list (a
+ * fair sample when there are more, not just the first or the last ones).
+ */
+export function pickSamples(values, max = MAX_LATENCY_SAMPLES) {
+  if (values.length <= max) return values.slice();
+  const out = [];
+  const step = values.length / max;
+  for (let i = 0; i < max; i++) out.push(values[Math.floor(i * step)]);
+  return out;
+}
+
+function round1(v) {
+  return Math.round(v * 10) / 10;
+}
+
+/**
+ * LatencyMeter measures latency as the user feels it (protocol.md,
+ * `latency`):
+ *
+ * - rtt: from sending a message to its own `message` frame arriving;
+ * - delivery: from a message's server `ts` to showing it, on the client's
+ *   clock. The two clocks differ, so the offset between them is estimated
+ *   from the user's own messages: the server stamped `ts` somewhere between
+ *   the send and the echo, so offset ≈ ts - (t_send + t_recv) / 2; the
+ *   median of the latest OFFSET_SAMPLES estimates is used.
+ *
+ * Times are milliseconds since the epoch on the client's clock.
+ */
+export class LatencyMeter {
+  constructor() {
+    /** @type {Map<string, number>} client_msg_id -> when it was (last) sent */
+    this.pending = new Map();
+    this.offsets = [];
+    this.rtt = [];
+    this.delivery = [];
+    this.recentRtt = [];
+    this.recentDelivery = [];
+  }
+
+  /** sent notes that a message went out (again) at t. */
+  sent(cmid, t) {
+    this.pending.delete(cmid);
+    this.pending.set(cmid, t);
+    // Messages never echoed (a failed send) must not pile up.
+    while (this.pending.size > 500) this.pending.delete(this.pending.keys().next().value);
+  }
+
+  /** forget drops a message that will not be measured (failed, deleted). */
+  forget(cmid) {
+    this.pending.delete(cmid);
+  }
+
+  /** offset is the estimated server-minus-client clock offset, or null. */
+  get offset() {
+    return median(this.offsets);
+  }
+
+  /**
+   * own takes the user's own message coming back at tRecv, with its server
+   * timestamp ts (ms). It returns the round trip, or null when the message
+   * was not sent from this page (another tab, a reload).
+   */
+  own(cmid, ts, tRecv) {
+    const tSend = this.pending.get(cmid);
+    if (tSend === undefined) return null;
+    this.pending.delete(cmid);
+    const rtt = tRecv - tSend;
+    if (!(rtt >= 0 && rtt <= MAX_LATENCY_MS)) return null;
+    if (Number.isFinite(ts)) {
+      this.offsets.push(ts - (tSend + tRecv) / 2);
+      if (this.offsets.length > OFFSET_SAMPLES) this.offsets.shift();
+    }
+    this._push(this.rtt, this.recentRtt, rtt);
+    return rtt;
+  }
+
+  /**
+   * shown takes a live message shown at tShown with server timestamp ts
+   * (ms) and returns its delivery time, or null while the clock offset is
+   * unknown. Small negative results (the offset is an estimate) count as 0.
+   */
+  shown(ts, tShown) {
+    const off = this.offset;
+    if (off === null || !Number.isFinite(ts)) return null;
+    const d = Math.max(0, tShown - (ts - off));
+    if (d > MAX_LATENCY_MS) return null;
+    this._push(this.delivery, this.recentDelivery, d);
+    return d;
+  }
+
+  _push(batch, recent, v) {
+    batch.push(v);
+    // Keep a bounded batch between reports: a fair sample is drawn from it.
+    if (batch.length > 10 * MAX_LATENCY_SAMPLES) batch.splice(0, batch.length - 10 * MAX_LATENCY_SAMPLES);
+    recent.push(v);
+    if (recent.length > LAG_SAMPLES) recent.shift();
+  }
+
+  /**
+   * report returns the `latency` frame for what was measured since the last
+   * one, and starts a new batch; null when there is nothing to report.
+   */
+  report() {
+    if (this.rtt.length === 0 && this.delivery.length === 0) return null;
+    const f = {
+      type: 'latency',
+      rtt_ms: pickSamples(this.rtt).map(round1),
+      delivery_ms: pickSamples(this.delivery).map(round1),
+    };
+    this.rtt = [];
+    this.delivery = [];
+    return f;
+  }
+
+  /** lag is what the user is shown: recent median rtt and delivery (or null). */
+  lag() {
+    return { rtt: median(this.recentRtt), delivery: median(this.recentDelivery) };
+  }
+}
+
+/** formatMs shows a duration for people: "0.4 ms", "12 ms", "1.2 s". */
+export function formatMs(ms) {
+  if (ms === null || ms === undefined || !Number.isFinite(ms)) return '–';
+  if (ms < 1) return `${round1(ms)} ms`;
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 10000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.round(ms / 1000)} s`;
+}
+
+// ---------------------------------------------------------------- tokens
+
+/**
+ * tokenInfo reads what a client may know of its JWT without verifying it
+ * (the gateway does that): the subject, the name and the expiry (ms since
+ * the epoch, 0 if none). It returns null for something that is no JWT.
+ */
+export function tokenInfo(token) {
+  if (typeof token !== 'string' || token.length > 8192) return null;
+  const parts = token.split('.');
+  if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]*$/.test(p)) || parts[1] === '') return null;
+  let claims;
+  try {
+    let b64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+    while (b64.length % 4) b64 += '=';
+    const bin = atob(b64);
+    const bytes = Uint8Array.from(bin, (c) => c.charCodeAt(0));
+    claims = JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return null;
+  }
+  if (!claims || typeof claims !== 'object' || Array.isArray(claims)) return null;
+  return {
+    sub: typeof claims.sub === 'string' ? claims.sub : '',
+    name: typeof claims.name === 'string' ? claims.name : '',
+    exp: Number.isFinite(claims.exp) ? claims.exp * 1000 : 0,
+  };
+}
+
+/** tokenExpired reports whether info's expiry has passed at now (ms). */
+export function tokenExpired(info, now) {
+  return !!info && info.exp > 0 && info.exp <= now;
+}

@@ -11,15 +11,18 @@
 // loads app.js and style.css by URL and holds no handlers or style
 // attributes, and user text is only ever set as text, never as HTML.
 //
-// The client's pure logic (protocol.js) has tests under test/, run with
-// "node --test web/test/"; they are not embedded.
+// The pure logic of both pages (protocol.js, statsmodel.js) has tests under
+// test/, run with "node --test web/test/"; they are not embedded.
 package web
 
 import "embed"
 
 // Files is the browser client: index.html, app.js (the entry module),
-// protocol.js (its pure logic), style.css and favicon.svg, at the root of
-// the file system. Serve it with http.FileServerFS(web.Files).
+// protocol.js (its pure logic), style.css and favicon.svg, and the cluster
+// statistics page: stats.html (served at /stats), stats.js, statsmodel.js
+// (its pure logic) and stats.css, at the root of the file system. Serve it
+// with http.FileServerFS(web.Files).
 //
 //go:embed index.html app.js protocol.js style.css favicon.svg
+//go:embed stats.html stats.js statsmodel.js stats.css
 var Files embed.FS

@@ -27,6 +27,7 @@ import (
 	"github.com/parleychat/parley/internal/presence"
 	"github.com/parleychat/parley/internal/presence/redispresence"
 	"github.com/parleychat/parley/internal/protocol"
+	"github.com/parleychat/parley/internal/stats"
 	"github.com/parleychat/parley/internal/store"
 	"github.com/parleychat/parley/internal/store/redisstore"
 	"github.com/parleychat/parley/web"
@@ -116,9 +117,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	proxies, _ := cfg.TrustedProxyPrefixes() // checked by config.Load
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	h := hub.New(hub.Config{BrokerReady: br.Ready}, st, log)
-	gw := gateway.New(gateway.Deps{
+	// Cluster statistics: every gateway reports through the broker, and every
+	// gateway's hub hands the reports to its aggregator (GET /api/stats).
+	agg := stats.NewAggregator(stats.AggregatorConfig{Gateway: cfg.GatewayID, Interval: cfg.StatsInterval, Logger: log})
+	h := hub.New(hub.Config{BrokerReady: br.Ready, OnBody: agg.HandleBody}, st, log)
+	// The collector counts the gateway's connections, and the gateway feeds
+	// the collector: gw is set before the collector first asks (in Run).
+	var gw *gateway.Gateway
+	collector := stats.NewCollector(stats.CollectorConfig{
+		Gateway:     cfg.GatewayID,
+		Interval:    cfg.StatsInterval,
+		Connections: func() int { return gw.Connections() },
+		Rooms:       h.Rooms,
+		Publish:     func(ctx context.Context, body []byte) error { return br.Publish(ctx, body, "") },
+		Logger:      log,
+	})
+	gw = gateway.New(gateway.Deps{
 		Logger: log, Hub: h, Store: st, Broker: br, Auth: authn, Web: web.Files, Registry: reg, Presence: pres,
+		Stats: collector, StatsAPI: agg.Handler(),
 	}, gateway.Options{
 		ID:               cfg.GatewayID,
 		AllowedOrigins:   cfg.AllowedOrigins,
@@ -160,6 +176,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	consumeErr := make(chan error, 1)
 	wg.Go(func() { h.Run(bg) })
 	wg.Go(func() { gw.Run(bg) })
+	wg.Go(func() { collector.Run(bg) })
 	wg.Go(func() { consumeErr <- br.Consume(bg, h) })
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

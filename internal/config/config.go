@@ -108,6 +108,9 @@ type Config struct {
 	// PresenceGrace is how long a dropped connection stays present, so that
 	// a quick reconnect shows no leave and join.
 	PresenceGrace time.Duration `env:"PARLEY_PRESENCE_GRACE" envDefault:"10s"`
+	// StatsInterval is how often the gateway reports its counts to the
+	// cluster statistics (GET /api/stats, /stats).
+	StatsInterval time.Duration `env:"PARLEY_STATS_INTERVAL" envDefault:"5s"`
 	// PresenceListMax is the largest room whose member list is sent to its
 	// members; larger rooms get the count alone.
 	PresenceListMax int `env:"PARLEY_PRESENCE_LIST_MAX" envDefault:"100"`

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -55,7 +56,7 @@ type conn struct {
 
 	mu      sync.Mutex
 	out     outQueue
-	writing bool // a writer goroutine is running
+	writing bool // a writer goroutine is running (writing or waiting for more)
 	closing bool // a close was started; nothing more is queued
 	// closeAfter is the close the writer sends once the queue is written
 	// (see closeFlushed); nil for a close that drops the queue.
@@ -63,6 +64,14 @@ type conn struct {
 	// handling is true while the read loop handles a frame, and draining
 	// once the gateway shuts down (see drain).
 	handling, draining bool
+
+	// wake tells a waiting writer that there is more to write.
+	wake chan struct{}
+	// writeCtx is never done: writes are bounded by the gateway's watchdog,
+	// which closes a connection whose write started (writeStart, Unix ns;
+	// 0 when not writing) longer than WriteTimeout ago.
+	writeCtx   context.Context
+	writeStart atomic.Int64
 
 	// done counts the writer and closer goroutines, so the handler can wait
 	// for them before it returns.
@@ -90,6 +99,7 @@ func (c *conn) push(f hub.Frame) {
 	}
 	shed := c.out.push(f)
 	start := !c.writing && !shed.mustClose && c.out.len() > 0
+	running := c.writing
 	if start {
 		c.writing = true
 		c.done.Add(1)
@@ -114,43 +124,66 @@ func (c *conn) push(f hub.Frame) {
 	}
 	if start {
 		go c.writeLoop()
+	} else if running {
+		c.wakeWriter()
 	}
 }
 
-// writeLoop writes the queue until it is empty, then ends.
+// writerLinger is how long a writer goroutine waits for more to write
+// before it ends. A busy connection keeps its writer (starting one per burst
+// cost more than the write), an idle one has none.
+const writerLinger = time.Second
+
+// writeLoop writes the queue, waits a while for more, and ends when nothing
+// came or the connection closes.
 func (c *conn) writeLoop() {
 	defer c.done.Done()
-	var buf bytes.Buffer
+	var idle *time.Timer
+	defer func() {
+		if idle != nil {
+			idle.Stop()
+		}
+	}()
 	for {
 		c.mu.Lock()
-		if c.out.len() == 0 || (c.closing && c.closeAfter == nil) {
-			after := c.closeAfter
+		if c.closing && c.closeAfter == nil {
 			c.writing = false
 			c.mu.Unlock()
-			if after != nil {
+			return
+		}
+		if c.out.len() == 0 {
+			if after := c.closeAfter; after != nil {
+				c.writing = false
+				c.mu.Unlock()
 				// Everything queued before the close is written.
 				_ = c.ws.Close(after.code, after.reason)
+				return
 			}
-			return
+			c.mu.Unlock()
+			if idle == nil {
+				idle = time.NewTimer(writerLinger)
+			} else {
+				idle.Reset(writerLinger)
+			}
+			select {
+			case <-c.wake:
+				continue
+			case <-c.ctx.Done():
+			case <-idle.C:
+			}
+			c.mu.Lock()
+			if c.out.len() == 0 && c.closeAfter == nil || c.ctx.Err() != nil {
+				c.writing = false
+				c.mu.Unlock()
+				return
+			}
+			c.mu.Unlock()
+			continue
 		}
 		batch := c.out.take(maxBatchBytes)
 		c.mu.Unlock()
 
-		msg := batch[0].Data
-		if len(batch) > 1 {
-			buf.Reset()
-			for i, it := range batch {
-				if i > 0 {
-					buf.WriteByte('\n')
-				}
-				buf.Write(it.Data)
-			}
-			msg = buf.Bytes()
-		}
-		ctx, cancel := context.WithTimeout(c.ctx, c.g.opts.WriteTimeout)
-		err := c.ws.Write(ctx, websocket.MessageText, msg)
-		cancel()
-		if err != nil {
+		if err := c.write(batch); err != nil {
 			if !errors.Is(err, context.Canceled) && websocket.CloseStatus(err) == -1 {
 				c.g.log.Debug("write failed", "user", c.userID, "err", err)
 			}
@@ -176,6 +209,36 @@ func (c *conn) writeLoop() {
 	}
 }
 
+// write writes a batch of frames as one WebSocket message, separated by
+// newlines. Its time is bounded by WriteTimeout through the gateway's
+// watchdog (see Gateway.closeStuckWriters) rather than a context per write,
+// which would cost a timer, a child context and garbage on every write.
+func (c *conn) write(batch []queued) error {
+	c.writeStart.Store(time.Now().UnixNano())
+	defer c.writeStart.Store(0)
+	if len(batch) == 1 {
+		return c.ws.Write(c.writeCtx, websocket.MessageText, batch[0].Data)
+	}
+	buf := c.g.batchBufs.Get().(*bytes.Buffer)
+	defer c.g.batchBufs.Put(buf)
+	buf.Reset()
+	for i, it := range batch {
+		if i > 0 {
+			buf.WriteByte('\n')
+		}
+		buf.Write(it.Data)
+	}
+	return c.ws.Write(c.writeCtx, websocket.MessageText, buf.Bytes())
+}
+
+// wakeWriter tells a waiting writer there is something to do.
+func (c *conn) wakeWriter() {
+	select {
+	case c.wake <- struct{}{}:
+	default: // it has been told already
+	}
+}
+
 // close starts closing the connection with code; the handler's read loop ends
 // when it is done. It never blocks and only the first call counts.
 func (c *conn) close(code websocket.StatusCode, reason string) {
@@ -188,6 +251,7 @@ func (c *conn) close(code websocket.StatusCode, reason string) {
 	c.out.reset()
 	c.done.Add(1)
 	c.mu.Unlock()
+	c.wakeWriter() // a waiting writer ends now rather than after its linger
 	go func() {
 		defer c.done.Done()
 		// The close handshake waits for the peer; the library bounds it.
@@ -219,6 +283,8 @@ func (c *conn) closeFlushed(code websocket.StatusCode, reason string) {
 	c.mu.Unlock()
 	if start {
 		go c.writeLoop()
+	} else {
+		c.wakeWriter()
 	}
 }
 

@@ -11,6 +11,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -219,6 +220,10 @@ type Gateway struct {
 	// handlers counts serving connections; pings counts ping goroutines.
 	handlers sync.WaitGroup
 	pings    sync.WaitGroup
+
+	// batchBufs holds buffers for writes that join several frames, so that
+	// no connection keeps one while it has nothing to write.
+	batchBufs sync.Pool
 }
 
 // New returns a Gateway built from deps.
@@ -248,6 +253,7 @@ func New(deps Deps, opts Options) *Gateway {
 		buckets:  make([]map[*conn]struct{}, nb),
 
 		unannounced: make(chan unannounced, republishQueue),
+		batchBufs:   sync.Pool{New: func() any { return new(bytes.Buffer) }},
 	}
 	for i := range g.buckets {
 		g.buckets[i] = make(map[*conn]struct{})
@@ -328,8 +334,29 @@ func (g *Gateway) pingLoop(ctx context.Context) {
 				c.ping()
 			}()
 		}
+		stuck := g.stuckWritersLocked(time.Now())
 		g.mu.Unlock()
+		for _, c := range stuck {
+			g.log.Info("closing client whose write is stuck", "user", c.userID, "timeout", g.opts.WriteTimeout)
+			g.metrics.deadClosed.Inc()
+			_ = c.ws.CloseNow()
+		}
 	}
+}
+
+// stuckWritersLocked returns the connections whose write has taken longer
+// than WriteTimeout: peers that stopped reading with the socket's buffers
+// full. The ping loop cuts them off on every tick, so a write is bounded by
+// WriteTimeout plus a tick.
+func (g *Gateway) stuckWritersLocked(now time.Time) []*conn {
+	limit := now.Add(-g.opts.WriteTimeout).UnixNano()
+	var stuck []*conn
+	for c := range g.conns {
+		if start := c.writeStart.Load(); start != 0 && start < limit {
+			stuck = append(stuck, c)
+		}
+	}
+	return stuck
 }
 
 // Drain takes the gateway out of service: readiness fails, new WebSockets are

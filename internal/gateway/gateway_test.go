@@ -1337,3 +1337,18 @@ func TestDrainAcksTheSendInFlightBeforeClosing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestStuckWriteIsCutOffAfterTheWriteTimeout(t *testing.T) {
+	// A queue far larger than the flood: only the write watchdog can end
+	// this client, once the kernel's buffers are full and a write blocks.
+	g := newGateway(t, gateway.Options{WriteTimeout: 300 * time.Millisecond, PingInterval: time.Second,
+		SendQueueBytes: 256 << 20, SendRate: 1e6, SendBurst: 1e6})
+	stuck := dial(t, g.URL, "stuck") // never reads again
+	join(t, stuck, "general")
+	sender := dial(t, g.URL, "sender")
+	join(t, sender, "general")
+	flood(t, sender, func() bool { return metric(t, g.URL, "parley_dead_clients_closed_total") >= 1 })
+	if got := metric(t, g.URL, `parley_backpressure_total{tier="disconnect"}`); got != 0 {
+		t.Fatalf("closed by the queue bound (%v), not the write timeout", got)
+	}
+}

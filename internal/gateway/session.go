@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/netip"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -56,24 +57,26 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, why, status)
 		return
 	}
-	defer g.release(ip, who.User.ID)
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: g.opts.AllowedOrigins})
 	if err != nil {
 		// Accept has answered already (403 for a foreign Origin, 400 for a
 		// request that is no WebSocket handshake).
+		g.release(ip, who.User.ID)
 		g.log.Info("websocket upgrade refused", "err", err, "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
 		return
 	}
 	ws.SetReadLimit(g.opts.MaxFrameBytes)
 
 	c := &conn{
-		out:    outQueue{limit: g.opts.SendQueueBytes},
-		g:      g,
-		ws:     ws,
-		who:    who,
-		userID: who.User.ID,
-		ctx:    g.ctx,
-		sends:  rate.NewLimiter(rate.Limit(g.opts.SendRate), g.opts.SendBurst),
+		out:      outQueue{limit: g.opts.SendQueueBytes},
+		g:        g,
+		ws:       ws,
+		who:      who,
+		userID:   who.User.ID,
+		ctx:      g.ctx,
+		writeCtx: context.WithoutCancel(g.ctx),
+		wake:     make(chan struct{}, 1),
+		sends:    rate.NewLimiter(rate.Limit(g.opts.SendRate), g.opts.SendBurst),
 		// A strike a second may be forgiven; a burst of them is abuse.
 		strikes: rate.NewLimiter(rate.Every(time.Second), abuseStrikes),
 		subs:    make(map[string]*hub.Subscription),
@@ -82,9 +85,22 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.presenceID = g.presence.connID()
 	}
 	if !g.register(c) {
+		g.release(ip, who.User.ID)
 		_ = ws.Close(websocket.StatusServiceRestart, "gateway is shutting down")
 		return
 	}
+	// The connection is served on a goroutine of its own so that this
+	// handler returns: the request, its headers and the stack net/http grew
+	// to handle it are freed, and the new goroutine's stack grows only as
+	// deep as the read loop goes. An idle connection's memory is mostly its
+	// goroutine's stack.
+	go g.serveConn(c, ip)
+}
+
+// serveConn runs a registered connection until it ends.
+func (g *Gateway) serveConn(c *conn, ip netip.Addr) {
+	who := c.who
+	defer g.release(ip, who.User.ID)
 	defer g.unregister(c)
 	// A connection must join a room soon: one that never does only holds
 	// a slot (and its memory) on the gateway.
@@ -100,7 +116,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	if g.degraded.Load() {
 		c.send(g.statusFrame())
 	}
-	err = c.readLoop()
+	err := c.readLoop()
 	if g.presence != nil {
 		g.presence.dropped(c, slices.Collect(maps.Keys(c.subs)))
 	}

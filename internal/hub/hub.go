@@ -223,6 +223,14 @@ func (h *Hub) Nudge(room string) {
 // are not valid message frames are logged and dropped; they may come from
 // any service that can publish to the exchange.
 func (h *Hub) Deliver(body []byte) {
+	if room, ok := protocol.PeekRoom(body); ok {
+		h.mu.RLock()
+		r := h.rooms[room]
+		h.mu.RUnlock()
+		if r == nil {
+			return // nobody here is in the room: not worth decoding
+		}
+	}
 	typ, m, err := protocol.DecodeBody(body)
 	if err != nil {
 		h.log.Warn("dropping invalid broker body", "type", typ, "err", err, "bytes", len(body))

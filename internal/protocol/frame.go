@@ -421,6 +421,35 @@ func EncodeMessage(m Message) []byte {
 	return mustMarshal(messageFrame{Type: TypeMessage, Message: m})
 }
 
+// PeekRoom returns the room of a "message" or "typing" body as this
+// package encodes them (type first, room second), without decoding the rest,
+// so that a gateway can drop bodies for rooms it has no member of cheaply.
+// ok is false for any other shape; the caller then decodes the body.
+func PeekRoom(body []byte) (room string, ok bool) {
+	var rest []byte
+	switch {
+	case bytes.HasPrefix(body, peekMessage):
+		rest = body[len(peekMessage):]
+	case bytes.HasPrefix(body, peekTyping):
+		rest = body[len(peekTyping):]
+	default:
+		return "", false
+	}
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 || end > MaxRoomLen {
+		return "", false
+	}
+	if room = string(rest[:end]); !ValidRoom(room) {
+		return "", false
+	}
+	return room, true
+}
+
+var (
+	peekMessage = []byte(`{"type":"message","room":"`)
+	peekTyping  = []byte(`{"type":"typing","room":"`)
+)
+
 // DecodeBody decodes a broker body: a "message" frame (validated as by
 // DecodeMessage), a "typing" frame (validated; its Room and User are in m), or
 // any other type, which is returned with a zero Message for the caller to

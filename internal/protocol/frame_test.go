@@ -196,3 +196,26 @@ func TestCleanName(t *testing.T) {
 		}
 	}
 }
+
+func TestPeekRoom(t *testing.T) {
+	m := protocol.EncodeMessage(protocol.Message{Room: "general", Epoch: "e", Seq: 1, ID: "i", User: protocol.User{ID: "u"}, Text: "x"})
+	typing := protocol.Encode(protocol.TypeTyping, protocol.Typing{Room: "team-a", User: protocol.User{ID: "u"}})
+	for _, tc := range []struct {
+		body string
+		room string
+		ok   bool
+	}{
+		{string(m), "general", true},
+		{string(typing), "team-a", true},
+		{`{"room":"general","type":"message"}`, "", false}, // another shape: decode it
+		{`{"type":"message","room":"bad room"}`, "", false},
+		{`{"type":"message","room":"` + strings.Repeat("r", 70) + `"}`, "", false},
+		{`{"type":"message","room":"unterminated`, "", false},
+		{`{"type":"stats"}`, "", false},
+	} {
+		room, ok := protocol.PeekRoom([]byte(tc.body))
+		if room != tc.room || ok != tc.ok {
+			t.Errorf("PeekRoom(%.50s) = %q, %v; want %q, %v", tc.body, room, ok, tc.room, tc.ok)
+		}
+	}
+}

@@ -38,6 +38,7 @@ func (g *Gateway) serveRooms(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rooms, err := g.store.Rooms(ctx, int(limit))
 	if err != nil {
+		g.storeFailed("read", err)
 		g.log.Warn("api: list rooms failed", "err", err)
 		writeAPIError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "room list is unavailable; try again")
 		return
@@ -87,6 +88,7 @@ func (g *Gateway) serveMessages(w http.ResponseWriter, r *http.Request) {
 		page, err = g.store.Recent(ctx, room, int(limit))
 	}
 	if err != nil {
+		g.storeFailed("read", err)
 		g.log.Warn("api: history read failed", "room", room, "err", err)
 		writeAPIError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "room history is unavailable; try again")
 		return
@@ -110,6 +112,7 @@ func (g *Gateway) servePresence(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	snap, err := g.presence.snapshot(ctx, room)
 	if err != nil {
+		g.metrics.storeErrors.WithLabelValues("presence").Inc()
 		g.log.Warn("api: presence read failed", "room", room, "err", err)
 		writeAPIError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "presence is unavailable; try again")
 		return

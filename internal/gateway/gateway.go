@@ -261,6 +261,7 @@ func New(deps Deps, opts Options) *Gateway {
 	if deps.Presence != nil {
 		g.presence = newPresenceTracker(g, deps.Presence)
 	}
+	g.registerGauges(deps.Registry)
 	return g
 }
 
@@ -425,7 +426,7 @@ func (g *Gateway) post(ctx context.Context, m protocol.Message) (protocol.Ack, e
 	defer cancel()
 	stored, _, err := g.store.Append(sctx, m)
 	if err != nil {
-		g.storeFailed(err)
+		g.storeFailed("append", err)
 		return protocol.Ack{}, fmt.Errorf("store message: %w", err)
 	}
 	body := protocol.EncodeMessage(stored)
@@ -505,10 +506,15 @@ func (g *Gateway) storeUsable() error {
 	return nil
 }
 
-// storeFailed marks the store down when err says it did not answer in
-// time, so that the requests queued behind this one fail at once; the next
-// successful ping (watchStore) clears it.
-func (g *Gateway) storeFailed(err error) {
+// storeFailed counts a failed store operation and marks the store down when
+// err says it did not answer in time, so that the requests queued behind
+// this one fail at once; the next successful ping (watchStore) clears it.
+// Work refused because the store was already down is not counted again.
+func (g *Gateway) storeFailed(op string, err error) {
+	if errors.Is(err, errStoreDown) {
+		return
+	}
+	g.metrics.storeErrors.WithLabelValues(op).Inc()
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
 		if !g.storeDown.Swap(true) {
@@ -563,6 +569,12 @@ func (g *Gateway) watchBroker(ctx context.Context) {
 			continue
 		}
 		g.degraded.Store(degraded)
+		if degraded {
+			g.metrics.brokerDegraded.Set(1)
+		} else {
+			g.metrics.brokerDegraded.Set(0)
+			g.metrics.brokerRecovered.Inc()
+		}
 		g.log.Info("broker state changed", "degraded", degraded)
 		frame := g.statusFrame()
 		g.mu.Lock()

@@ -1352,3 +1352,34 @@ func TestStuckWriteIsCutOffAfterTheWriteTimeout(t *testing.T) {
 		t.Fatalf("closed by the queue bound (%v), not the write timeout", got)
 	}
 }
+
+func TestOperatorMetrics(t *testing.T) {
+	b := &failingBroker{}
+	g := newGatewayOn(t, gateway.Options{}, b, store.NewMemory(store.Retention{}, nil))
+	a, c := dial(t, g.URL, "a"), dial(t, g.URL, "c")
+	join(t, a, "general")
+	join(t, c, "general")
+	sendText(t, a, "general", "hi", "a-1")
+	next(t, c, protocol.TypeMessage)
+	if got := metric(t, g.URL, "parley_fanout_messages_total"); got != 1 {
+		t.Errorf("fan-out messages %v, want 1", got)
+	}
+	if got := metric(t, g.URL, "parley_fanout_pushes_total"); got != 2 {
+		t.Errorf("fan-out pushes %v, want 2", got)
+	}
+	for _, series := range []string{"parley_send_queue_bytes", "parley_send_queue_max_bytes", "parley_broker_degraded"} {
+		if got := metric(t, g.URL, series); got != 0 {
+			t.Errorf("%s = %v, want 0", series, got)
+		}
+	}
+	b.failing.Store(true)
+	next(t, c, protocol.TypeStatus)
+	if got := metric(t, g.URL, "parley_broker_degraded"); got != 1 {
+		t.Errorf("broker degraded gauge %v while failing", got)
+	}
+	b.failing.Store(false)
+	next(t, c, protocol.TypeStatus)
+	if got := metric(t, g.URL, "parley_broker_recoveries_total"); got != 1 {
+		t.Errorf("broker recoveries %v, want 1", got)
+	}
+}

@@ -22,6 +22,9 @@ type metrics struct {
 	abuseClosed     prometheus.Counter
 	backpressure    *prometheus.CounterVec
 	presenceFrames  prometheus.Counter
+	storeErrors     *prometheus.CounterVec
+	brokerDegraded  prometheus.Gauge
+	brokerRecovered prometheus.Counter
 	pingRTT         prometheus.Histogram
 	// clientRTT and clientDelivery are what clients report they see.
 	clientRTT      prometheus.Histogram
@@ -79,6 +82,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		presenceFrames: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_presence_updates_total", Help: "Presence frames broadcast to a room's local members (one per changed room per poll).",
 		}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_store_errors_total", Help: "Store operations that failed, by op: append, read (history, joins, rooms), presence.",
+		}, []string{"op"}),
+		brokerDegraded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_broker_degraded", Help: "1 while the broker cannot carry messages and rooms are served from the store, else 0.",
+		}),
+		brokerRecovered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_broker_recoveries_total", Help: "Times the broker became usable again after being degraded (reconnects that mattered).",
+		}),
 		pingRTT: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "parley_ping_rtt_seconds", Help: "WebSocket ping round trips.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
@@ -96,6 +108,40 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	})
 	reg.MustRegister(m.clientRTT, m.clientDelivery)
 	reg.MustRegister(m.connections, m.joins, m.framesIn, m.framesOut, m.messagesOut, m.sends, m.sendSeconds,
-		m.confirmSeconds, m.publishDeferred, m.errors, m.slowClosed, m.deadClosed, m.abuseClosed, m.backpressure, m.presenceFrames, m.pingRTT)
+		m.confirmSeconds, m.publishDeferred, m.errors, m.slowClosed, m.deadClosed, m.abuseClosed, m.backpressure, m.presenceFrames, m.storeErrors, m.brokerDegraded, m.brokerRecovered, m.pingRTT)
 	return m
+}
+
+// registerGauges registers the metrics read from the gateway's state when
+// Prometheus scrapes, rather than kept up to date on the hot path.
+func (g *Gateway) registerGauges(reg prometheus.Registerer) {
+	queued := func(pick func(sum, max int) int) func() float64 {
+		return func() float64 {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			sum, most := 0, 0
+			for c := range g.conns {
+				c.mu.Lock()
+				n := c.out.bytes
+				c.mu.Unlock()
+				sum += n
+				most = max(most, n)
+			}
+			return float64(pick(sum, most))
+		}
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "parley_send_queue_bytes", Help: "Bytes waiting in all clients' send queues.",
+		}, queued(func(sum, _ int) int { return sum })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "parley_send_queue_max_bytes", Help: "Bytes waiting in the fullest client send queue.",
+		}, queued(func(_, most int) int { return most })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "parley_fanout_messages_total", Help: "Room messages handed to this gateway's local members.",
+		}, func() float64 { n, _ := g.hub.FanOut(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "parley_fanout_pushes_total", Help: "Pushes of room messages to local members; divided by parley_fanout_messages_total, the fan-out.",
+		}, func() float64 { _, n := g.hub.FanOut(); return float64(n) }),
+	)
 }

@@ -90,12 +90,12 @@ func (t *presenceTracker) join(ctx context.Context, c *conn, room string) {
 	t.mu.Unlock()
 
 	if _, err := t.store.Add(ctx, e); err != nil {
-		t.g.log.Warn("presence: add failed", "room", room, "err", err)
+		t.failed("add", err, "room", room)
 	}
 	if rp == nil {
 		snap, err := t.snapshot(ctx, room)
 		if err != nil {
-			t.g.log.Warn("presence: read failed", "room", room, "err", err)
+			t.failed("read", err, "room", room)
 			return
 		}
 		// The first local member's view is the baseline the next poll's
@@ -133,7 +133,7 @@ func (t *presenceTracker) leave(ctx context.Context, c *conn, room string) {
 	delete(t.live, entryKey{room, c.presenceID})
 	t.mu.Unlock()
 	if _, err := t.store.Remove(ctx, room, c.presenceID); err != nil {
-		t.g.log.Warn("presence: remove failed", "room", room, "err", err)
+		t.failed("remove", err, "room", room)
 	}
 }
 
@@ -185,7 +185,7 @@ func (t *presenceTracker) expireLingering(ctx context.Context) {
 	t.mu.Unlock()
 	for _, e := range gone {
 		if _, err := t.store.Remove(ctx, e.Room, e.ConnID); err != nil {
-			t.g.log.Warn("presence: remove failed", "room", e.Room, "err", err)
+			t.failed("remove", err, "room", e.Room)
 		}
 	}
 }
@@ -201,7 +201,7 @@ func (t *presenceTracker) refresh(ctx context.Context) {
 		return
 	}
 	if err := t.store.Refresh(ctx, entries); err != nil {
-		t.g.log.Warn("presence: refresh failed", "entries", len(entries), "err", err)
+		t.failed("refresh", err, "entries", len(entries))
 	}
 }
 
@@ -229,7 +229,7 @@ func (t *presenceTracker) poll(ctx context.Context) {
 	}
 	snaps, err := t.store.Poll(ctx, versions, t.g.opts.PresenceListMax)
 	if err != nil {
-		t.g.log.Warn("presence: poll failed", "rooms", len(versions), "err", err)
+		t.failed("poll", err, "rooms", len(versions))
 		return
 	}
 	for _, snap := range snaps {
@@ -252,6 +252,13 @@ func (t *presenceTracker) poll(ctx context.Context) {
 		t.g.hub.Broadcast(snap.Room, frame)
 		t.g.metrics.presenceFrames.Inc()
 	}
+}
+
+// failed counts and logs a presence store error. Presence is best effort:
+// chat goes on, and the next refresh or poll heals what was missed.
+func (t *presenceTracker) failed(op string, err error, attrs ...any) {
+	t.g.metrics.storeErrors.WithLabelValues("presence").Inc()
+	t.g.log.Warn("presence: "+op+" failed", append(attrs, "err", err)...)
 }
 
 // presenceFrame encodes a snapshot as a presence frame; joined and left are

@@ -242,6 +242,7 @@ func (c *conn) join(req protocol.Request) {
 	joined, err := c.g.loadJoin(c.ctx, req)
 	if err != nil {
 		sub.Close()
+		c.g.storeFailed("read", err)
 		c.g.log.Warn("join: history read failed", "room", req.Room, "err", err)
 		c.fail(protocol.CodeUnavailable, "room history is unavailable; join again", "", req.Room)
 		return
@@ -493,6 +494,7 @@ func (c *conn) history(req protocol.Request) {
 		page, err = c.g.store.Recent(ctx, req.Room, req.Limit)
 	}
 	if err != nil {
+		c.g.storeFailed("read", err)
 		c.g.log.Warn("history read failed", "room", req.Room, "err", err)
 		c.fail(protocol.CodeUnavailable, "room history is unavailable; try again", "", req.Room)
 		return

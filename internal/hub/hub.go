@@ -19,6 +19,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parleychat/parley/internal/protocol"
@@ -126,6 +127,10 @@ type Hub struct {
 
 	mu    sync.RWMutex
 	rooms map[string]*room
+
+	// emitted counts messages handed to local members and fannedOut the
+	// pushes that took (one per member): their ratio is the fan-out.
+	emitted, fannedOut atomic.Uint64
 
 	// link carries the broker link's latest state to Run.
 	link chan bool
@@ -295,6 +300,12 @@ func (h *Hub) Subscribe(name string, m Member) *Subscription {
 	r.mu.Unlock()
 	h.mu.Unlock()
 	return s
+}
+
+// FanOut reports how many messages the hub has emitted to local members, and
+// how many pushes to members that took, since it started.
+func (h *Hub) FanOut() (messages, pushes uint64) {
+	return h.emitted.Load(), h.fannedOut.Load()
 }
 
 // Rooms reports how many rooms have local members.

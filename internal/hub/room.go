@@ -60,8 +60,8 @@ func (r *room) offerLocked(h *Hub, seq int64, epoch string, data []byte) {
 	case seq <= r.last:
 		return // a repeat: already emitted
 	case seq == r.last+1:
-		r.emitLocked(seq, data)
-		r.drainHeldLocked()
+		r.emitLocked(h, seq, data)
+		r.drainHeldLocked(h)
 	default:
 		r.hold(seq, data)
 		if len(r.held) > h.cfg.MaxHeld {
@@ -101,7 +101,7 @@ func (r *room) hold(seq int64, data []byte) {
 
 // drainHeldLocked emits the held messages that now follow on, and forgets
 // held ones that can no longer be emitted.
-func (r *room) drainHeldLocked() {
+func (r *room) drainHeldLocked(h *Hub) {
 	maps.DeleteFunc(r.held, func(seq int64, _ []byte) bool { return seq <= r.last })
 	for len(r.held) > 0 {
 		data, ok := r.held[r.last+1]
@@ -109,7 +109,7 @@ func (r *room) drainHeldLocked() {
 			break
 		}
 		delete(r.held, r.last+1)
-		r.emitLocked(r.last+1, data)
+		r.emitLocked(h, r.last+1, data)
 	}
 	if len(r.held) == 0 {
 		r.held = nil
@@ -117,12 +117,14 @@ func (r *room) drainHeldLocked() {
 	}
 }
 
-func (r *room) emitLocked(seq int64, data []byte) {
+func (r *room) emitLocked(h *Hub, seq int64, data []byte) {
 	r.last = seq
 	f := Frame{Data: data, Kind: KindMessage, Room: r.name, Seq: seq}
 	for s := range r.subs {
 		s.deliverLocked(f)
 	}
+	h.emitted.Add(1)
+	h.fannedOut.Add(uint64(len(r.subs)))
 }
 
 // broadcast pushes an ephemeral frame to the room's started members. It is
@@ -175,7 +177,7 @@ func (r *room) fill(h *Hub, page store.Page) {
 		// Held messages came from the broker, so the store had them; if it
 		// has nothing after last now, they aged out. Emit what is held.
 		r.last = slices.Min(slices.Collect(maps.Keys(r.held))) - 1
-		r.drainHeldLocked()
+		r.drainHeldLocked(h)
 	}
 	if len(r.held) > 0 {
 		r.armLocked(h)

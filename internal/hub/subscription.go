@@ -48,7 +48,7 @@ func (s *Subscription) Start(first []byte, epoch string, floor int64) {
 		// messages up to floor are in its history; later ones go to the
 		// members' pending frames (this one's included) as they follow on.
 		r.based, r.epoch, r.last = true, epoch, floor
-		r.drainHeldLocked()
+		r.drainHeldLocked(s.hub)
 		if len(r.held) > 0 {
 			r.armLocked(s.hub)
 		}

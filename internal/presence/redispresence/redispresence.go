@@ -41,7 +41,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
 	"time"
 
@@ -50,6 +49,7 @@ import (
 	"github.com/parleychat/parley/internal/presence"
 	"github.com/parleychat/parley/internal/protocol"
 	"github.com/parleychat/parley/internal/store"
+	"github.com/parleychat/parley/internal/store/redisstore"
 )
 
 //go:embed shared.lua
@@ -147,33 +147,11 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		if cfg.URL == "" {
 			return nil, errors.New("redispresence: neither a client nor a url")
 		}
-		opt, err := redis.ParseURL(cfg.URL)
+		rdb, err := redisstore.NewClient(cfg.URL)
 		if err != nil {
-			// url.Error quotes the whole URL, password included: keep it out
-			// of logs.
-			var uerr *url.Error
-			if errors.As(err, &uerr) {
-				err = uerr.Err
-			}
-			return nil, fmt.Errorf("redispresence: parse url: %w", err)
+			return nil, fmt.Errorf("redispresence: %w", err)
 		}
-		if opt.DialTimeout == 0 {
-			opt.DialTimeout = 2 * time.Second
-		}
-		if opt.DialerRetries == 0 {
-			opt.DialerRetries = 1
-		}
-		if opt.ReadTimeout == 0 {
-			opt.ReadTimeout = time.Second
-		}
-		if opt.WriteTimeout == 0 {
-			opt.WriteTimeout = time.Second
-		}
-		if opt.MaxRetries == 0 {
-			opt.MaxRetries = -1
-		}
-		opt.ContextTimeoutEnabled = true
-		s.rdb, s.own = redis.NewClient(opt), true
+		s.rdb, s.own = rdb, true
 	}
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
 		_ = s.Close()

@@ -93,7 +93,41 @@ var _ store.Store = (*Store)(nil)
 // library: an append whose answer was lost may have happened, and only the
 // sender's retry with the same client_msg_id can be deduplicated safely.
 func New(ctx context.Context, cfg Config) (*Store, error) {
-	opt, err := redis.ParseURL(cfg.URL)
+	rdb, err := NewClient(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: %w", err)
+	}
+
+	prefix := cfg.Prefix
+	if prefix == "" {
+		prefix = "parley:"
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	s := &Store{
+		rdb:          rdb,
+		prefix:       prefix,
+		roomsKey:     prefix + "rooms",
+		ret:          cfg.Retention.WithDefaults(),
+		now:          now,
+		appendScript: redis.NewScript(retainedLua + appendLua),
+		readScript:   redis.NewScript(retainedLua + readLua),
+	}
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		_ = s.rdb.Close()
+		return nil, fmt.Errorf("redisstore: ping %s: %w", rdb.Options().Addr, err)
+	}
+	return s, nil
+}
+
+// NewClient returns a Redis client for url (redis.ParseURL's form) with the
+// timeouts described on New unless the URL sets its own. The presence store
+// uses the same, so that both fail as fast, and the same way, when Redis
+// does not answer.
+func NewClient(rawURL string) (*redis.Client, error) {
+	opt, err := redis.ParseURL(rawURL)
 	if err != nil {
 		// url.Error quotes the whole URL, password included: keep it out of
 		// logs.
@@ -101,7 +135,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		if errors.As(err, &uerr) {
 			err = uerr.Err
 		}
-		return nil, fmt.Errorf("redisstore: parse url: %w", err)
+		return nil, fmt.Errorf("parse url: %w", err)
 	}
 	if opt.DialTimeout == 0 {
 		opt.DialTimeout = 2 * time.Second
@@ -119,29 +153,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		opt.MaxRetries = -1
 	}
 	opt.ContextTimeoutEnabled = true
-
-	prefix := cfg.Prefix
-	if prefix == "" {
-		prefix = "parley:"
-	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
-	}
-	s := &Store{
-		rdb:          redis.NewClient(opt),
-		prefix:       prefix,
-		roomsKey:     prefix + "rooms",
-		ret:          cfg.Retention.WithDefaults(),
-		now:          now,
-		appendScript: redis.NewScript(retainedLua + appendLua),
-		readScript:   redis.NewScript(retainedLua + readLua),
-	}
-	if err := s.rdb.Ping(ctx).Err(); err != nil {
-		_ = s.rdb.Close()
-		return nil, fmt.Errorf("redisstore: ping %s: %w", opt.Addr, err)
-	}
-	return s, nil
+	return redis.NewClient(opt), nil
 }
 
 // Client returns the store's Redis client, so that other parts of a gateway

@@ -48,9 +48,12 @@ func (q *outQueue) add(f hub.Frame, gap bool) {
 	}
 }
 
-// push queues f, shedding load first if it would not fit.
+// push queues f, shedding load first if it would not fit. A control frame
+// that is larger than the limit on its own is taken into an empty queue:
+// a reply the gateway chose to send must not close a client that is
+// keeping up.
 func (q *outQueue) push(f hub.Frame) (s shed) {
-	if q.fits(f) {
+	if q.fits(f) || f.Kind == hub.KindControl && len(q.items) == 0 {
 		q.add(f, false)
 		return s
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/parleychat/parley/internal/hub"
+	"github.com/parleychat/parley/internal/protocol"
 )
 
 func msg(room string, seq int64, size int) hub.Frame {
@@ -109,4 +110,33 @@ func sumBytes(q *outQueue) int {
 		n += len(it.Data)
 	}
 	return n
+}
+
+func TestQueueTakesAnOversizedReplyIntoAnEmptyQueue(t *testing.T) {
+	q := &outQueue{limit: 100}
+	if s := q.push(hub.Frame{Data: make([]byte, 500)}); s.mustClose || q.len() != 1 {
+		t.Fatalf("an oversized reply into an empty queue: %+v, %d queued", s, q.len())
+	}
+	if s := q.push(hub.Frame{Data: make([]byte, 500)}); !s.mustClose {
+		t.Fatalf("a second oversized reply behind the first: %+v", s)
+	}
+}
+
+func TestRepliesFitTheBudget(t *testing.T) {
+	var msgs []protocol.Message
+	for seq := int64(1); seq <= 10; seq++ {
+		msgs = append(msgs, protocol.Message{Seq: seq, Text: strings.Repeat("x", 850)}) // 1000 bytes each
+	}
+	if got, trimmed := fitOldest(msgs, 3500); len(got) != 3 || got[0].Seq != 1 || !trimmed {
+		t.Errorf("fitOldest kept %d from seq %d (trimmed %v)", len(got), got[0].Seq, trimmed)
+	}
+	if got, trimmed := fitNewest(msgs, 3500); len(got) != 3 || got[2].Seq != 10 || !trimmed {
+		t.Errorf("fitNewest kept %d up to seq %d (trimmed %v)", len(got), got[len(got)-1].Seq, trimmed)
+	}
+	if got, _ := fitOldest(msgs, 10); len(got) != 1 {
+		t.Errorf("a tiny budget kept %d, want the one that must go", len(got))
+	}
+	if got, trimmed := fitNewest(msgs, 1<<20); len(got) != 10 || trimmed {
+		t.Errorf("a large budget kept %d (trimmed %v)", len(got), trimmed)
+	}
 }

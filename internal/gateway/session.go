@@ -57,7 +57,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, why, status)
 		return
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: g.opts.AllowedOrigins})
+	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: g.opts.AllowedOrigins})
 	if err != nil {
 		// Accept has answered already (403 for a foreign Origin, 400 for a
 		// request that is no WebSocket handshake).
@@ -271,20 +271,59 @@ func (g *Gateway) loadJoin(ctx context.Context, req protocol.Request) (protocol.
 			return protocol.Joined{}, err
 		}
 		if resumable(req, page) {
-			more := len(page.Messages) == resumePage && page.Messages[len(page.Messages)-1].Seq < page.Seq
+			var trimmed bool
+			page.Messages, trimmed = fitOldest(page.Messages, g.replyBudget())
+			more := trimmed || len(page.Messages) > 0 && page.Messages[len(page.Messages)-1].Seq < page.Seq
 			return joinedFrom(req.Room, page, true, more), nil
 		}
 		page, err = g.store.Recent(ctx, req.Room, g.opts.JoinHistory)
 		if err != nil {
 			return protocol.Joined{}, err
 		}
+		page.Messages, _ = fitNewest(page.Messages, g.replyBudget())
 		return joinedFrom(req.Room, page, false, false), nil
 	}
 	page, err := g.store.Recent(ctx, req.Room, g.opts.JoinHistory)
 	if err != nil {
 		return protocol.Joined{}, err
 	}
+	page.Messages, _ = fitNewest(page.Messages, g.replyBudget())
 	return protocol.Joined{Room: req.Room, Epoch: page.Epoch, Seq: page.Seq, Messages: page.Messages}, nil
+}
+
+// replyBudget is the most message bytes one joined or history frame
+// carries: half the send queue, so a reply always fits beside what else is
+// queued however long the messages are. A resume that does not fit says
+// more, and history pages come shorter; clients ask on from where they got.
+func (g *Gateway) replyBudget() int { return g.opts.SendQueueBytes / 2 }
+
+// fitOldest keeps the oldest of msgs that fit in budget bytes (at least one),
+// for replies the client continues after their last message.
+func fitOldest(msgs []protocol.Message, budget int) ([]protocol.Message, bool) {
+	n, size := 0, 0
+	for n < len(msgs) && (n == 0 || size+encodedSize(msgs[n]) <= budget) {
+		size += encodedSize(msgs[n])
+		n++
+	}
+	return msgs[:n], n < len(msgs)
+}
+
+// fitNewest keeps the newest of msgs that fit in budget bytes (at least
+// one), for replies the client pages back from, before their first message.
+func fitNewest(msgs []protocol.Message, budget int) ([]protocol.Message, bool) {
+	i, size := len(msgs), 0
+	for i > 0 && (i == len(msgs) || size+encodedSize(msgs[i-1]) <= budget) {
+		size += encodedSize(msgs[i-1])
+		i--
+	}
+	return msgs[i:], i > 0
+}
+
+// encodedSize estimates a message's size in a frame: its strings and about
+// 150 bytes of field names, seq and timestamp. JSON escaping may add more;
+// the budget's headroom (half the queue) covers it.
+func encodedSize(m protocol.Message) int {
+	return len(m.Text) + len(m.User.ID) + len(m.User.Name) + len(m.ID) + len(m.Room) + len(m.Epoch) + len(m.ClientMsgID) + 150
 }
 
 // resumable reports whether page, read after req.Since, holds everything the
@@ -485,13 +524,17 @@ func (c *conn) history(req protocol.Request) {
 	defer cancel()
 	var page store.Page
 	var err error
+	budget := c.g.replyBudget()
 	switch {
 	case req.HasBefore:
 		page, err = c.g.store.Before(ctx, req.Room, req.Before, req.Limit)
+		page.Messages, _ = fitNewest(page.Messages, budget)
 	case req.HasAfter:
 		page, err = c.g.store.After(ctx, req.Room, req.After, req.Limit)
+		page.Messages, _ = fitOldest(page.Messages, budget)
 	default:
 		page, err = c.g.store.Recent(ctx, req.Room, req.Limit)
+		page.Messages, _ = fitNewest(page.Messages, budget)
 	}
 	if err != nil {
 		c.g.storeFailed("read", err)

@@ -16,7 +16,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base32"
 	"errors"
 	"fmt"
 	"net/http"
@@ -88,9 +87,6 @@ func badRequest(message string, cause error) *Error {
 // them; without a key, each connection is a new guest.
 type Guest struct{}
 
-// guestIDEncoding is lower-case base32, the alphabet of the protocol's ids.
-var guestIDEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
-
 // Authenticate implements the gateway's authenticator.
 func (Guest) Authenticate(r *http.Request) (Identity, error) {
 	q := r.URL.Query()
@@ -108,7 +104,7 @@ func (Guest) Authenticate(r *http.Request) (Identity, error) {
 		_, _ = rand.Read(sum[:])
 	}
 	return Identity{
-		User:  protocol.User{ID: "g_" + guestIDEncoding.EncodeToString(sum[:10]), Name: name},
+		User:  protocol.User{ID: "g_" + protocol.EncodeToken(sum[:10]), Name: name},
 		Guest: true,
 	}, nil
 }

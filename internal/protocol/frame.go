@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -315,6 +316,15 @@ func ValidClientMsgID(id string) bool {
 	}
 	return true
 }
+
+// tokenEncoding writes bytes in lower-case base32 with no padding: within
+// the alphabet validToken accepts, and in ASCII order, so tokens that share a
+// timestamp prefix sort by it.
+var tokenEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
+
+// EncodeToken encodes b for an id or epoch this server issues (see
+// validToken for what clients and broker bodies must then carry).
+func EncodeToken(b []byte) string { return tokenEncoding.EncodeToString(b) }
 
 // validToken reports whether s is 1 to max ASCII letters, digits, '-' or '_'
 // (the alphabet of ids and epochs this server issues).

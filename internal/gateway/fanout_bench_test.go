@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
-	"net/http/httptest"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -15,17 +13,12 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/parleychat/parley/internal/auth"
-	"github.com/parleychat/parley/internal/broker"
 	"github.com/parleychat/parley/internal/gateway"
-	"github.com/parleychat/parley/internal/hub"
-	"github.com/parleychat/parley/internal/store"
+	"github.com/parleychat/parley/internal/gatewaytest"
 )
 
 // BenchmarkFanOutWebSocket measures a gateway's whole delivery path in one
@@ -171,29 +164,9 @@ func processCPU(b *testing.B) time.Duration {
 // the benchmark ends.
 func newFanOutGateway(b *testing.B) string {
 	b.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st := store.NewMemory(store.Retention{}, nil)
-	br := &broker.Memory{}
-	h := hub.New(hub.Config{}, st, log)
-	g := gateway.New(gateway.Deps{
-		Logger: log, Hub: h, Store: st, Broker: br, Auth: auth.Guest{},
-		Web: fstest.MapFS{}, Registry: prometheus.NewRegistry(),
-	}, gateway.Options{SendRate: 1e9, SendBurst: 1e9, MaxConnsPerIP: 1e6})
-	srv := httptest.NewServer(g.Handler())
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { h.Run(ctx) })
-	wg.Go(func() { _ = br.Consume(ctx, h) })
-	wg.Go(func() { g.Run(ctx) })
-	b.Cleanup(func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer dcancel()
-		_ = g.Drain(dctx)
-		srv.Close()
-		cancel()
-		wg.Wait()
-	})
-	return srv.URL
+	return gatewaytest.Start(b, gatewaytest.Config{
+		Options: gateway.Options{SendRate: 1e9, SendBurst: 1e9, MaxConnsPerIP: 1e6},
+	}).URL
 }
 
 // BenchmarkIdleConnMemory opens idle connections that each join a room and

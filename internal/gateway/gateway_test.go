@@ -6,93 +6,52 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/parleychat/parley/internal/auth"
 	"github.com/parleychat/parley/internal/broker"
 	"github.com/parleychat/parley/internal/client"
 	"github.com/parleychat/parley/internal/gateway"
+	"github.com/parleychat/parley/internal/gatewaytest"
 	"github.com/parleychat/parley/internal/hub"
-	"github.com/parleychat/parley/internal/presence"
 	"github.com/parleychat/parley/internal/protocol"
 	"github.com/parleychat/parley/internal/store"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-type testGateway struct {
-	*gateway.Gateway
-	URL   string
-	store store.Store
-}
+type testGateway = gatewaytest.Gateway
 
-// newGateway runs a gateway on the embedded broker and store behind an
-// httptest server, and stops all of it when the test ends.
+// newGateway runs a gateway on the embedded broker and store, and stops all
+// of it when the test ends.
 func newGateway(t *testing.T, opts gateway.Options) *testGateway {
 	t.Helper()
-	return newGatewayOn(t, opts, &broker.Memory{}, store.NewMemory(store.Retention{}, nil))
+	return newGatewayWith(t, opts, nil, nil, nil)
 }
 
 func newGatewayOn(t *testing.T, opts gateway.Options, b broker.Broker, st store.Store) *testGateway {
 	t.Helper()
-	return newGatewayWith(t, opts, b, st, auth.Guest{})
+	return newGatewayWith(t, opts, b, st, nil)
 }
 
+// newGatewayWith runs a gateway on b, st and authn (nil: the embedded
+// defaults and guest mode), logging to the test log.
 func newGatewayWith(t *testing.T, opts gateway.Options, b broker.Broker, st store.Store, authn gateway.Authenticator) *testGateway {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h := hub.New(hub.Config{RepairDelay: 20 * time.Millisecond}, st, log)
-	if opts.ID == "" {
-		opts.ID = "gw-test"
-	}
-	g := gateway.New(gateway.Deps{
-		Logger: log, Hub: h, Store: st, Broker: b, Auth: authn, Presence: presence.NewMemory(time.Minute, nil),
-		Web:      fstest.MapFS{"index.html": {Data: []byte("<!doctype html><title>Parley</title>")}},
-		Registry: prometheus.NewRegistry(),
-	}, opts)
-	srv := httptest.NewServer(g.Handler())
-
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); h.Run(ctx) }()
-	go func() { defer wg.Done(); _ = b.Consume(ctx, h) }()
-	go func() { defer wg.Done(); g.Run(ctx) }()
-	t.Cleanup(func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer dcancel()
-		if err := g.Drain(dctx); err != nil {
-			t.Errorf("drain: %v", err)
-		}
-		srv.Close()
-		cancel()
-		wg.Wait()
+	return gatewaytest.Start(t, gatewaytest.Config{
+		Options: opts, Hub: hub.Config{RepairDelay: 20 * time.Millisecond},
+		Broker: b, Store: st, Auth: authn, Log: true,
 	})
-	return &testGateway{Gateway: g, URL: srv.URL, store: st}
-}
-
-// testWriter sends the gateway's log to the test log, so a failing test shows
-// what the gateway saw.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 func dial(t *testing.T, url, name string) *client.Conn {
@@ -617,7 +576,7 @@ func TestTypingIsRelayedNotStoredAndThrottled(t *testing.T) {
 	if m := next(t, bob, protocol.TypeTyping, protocol.TypeMessage); m.Type != protocol.TypeMessage || m.Seq != 1 {
 		t.Fatalf("bob got %s after one typing notice, want the message", m.Raw)
 	}
-	page, err := g.store.Recent(context.Background(), "general", 10)
+	page, err := g.Store.Recent(context.Background(), "general", 10)
 	if err != nil || len(page.Messages) != 1 {
 		t.Fatalf("history holds %d messages, %v: typing must not be stored", len(page.Messages), err)
 	}

@@ -2,25 +2,15 @@ package loadgen
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
-	"testing/fstest"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
-	"github.com/parleychat/parley/internal/auth"
-	"github.com/parleychat/parley/internal/broker"
 	"github.com/parleychat/parley/internal/gateway"
-	"github.com/parleychat/parley/internal/hub"
-	"github.com/parleychat/parley/internal/store"
+	"github.com/parleychat/parley/internal/gatewaytest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -29,29 +19,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // send rate limit lifted, and returns its URL.
 func newTestGateway(t *testing.T) string {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st := store.NewMemory(store.Retention{}, nil)
-	b := &broker.Memory{}
-	h := hub.New(hub.Config{}, st, log)
-	g := gateway.New(gateway.Deps{
-		Logger: log, Hub: h, Store: st, Broker: b, Auth: auth.Guest{},
-		Web: fstest.MapFS{}, Registry: prometheus.NewRegistry(),
-	}, gateway.Options{SendRate: 1e6, SendBurst: 1e6, MaxConnsPerIP: 1e6})
-	srv := httptest.NewServer(g.Handler())
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { h.Run(ctx) })
-	wg.Go(func() { _ = b.Consume(ctx, h) })
-	wg.Go(func() { g.Run(ctx) })
-	t.Cleanup(func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer dcancel()
-		_ = g.Drain(dctx)
-		srv.Close()
-		cancel()
-		wg.Wait()
-	})
-	return srv.URL
+	return gatewaytest.Start(t, gatewaytest.Config{
+		Options: gateway.Options{SendRate: 1e6, SendBurst: 1e6, MaxConnsPerIP: 1e6},
+	}).URL
 }
 
 func TestRunDeliversEverythingOnce(t *testing.T) {

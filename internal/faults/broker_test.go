@@ -142,30 +142,11 @@ func TestBrokerStopped(t *testing.T) {
 	if !at(ctx, started, after) {
 		t.Fatal(ctx.Err())
 	}
-	sent := stopLoad()
-	t.Logf("load: %d sends", sent)
-	rep := settle(t, cr)
-	if rep.StayedConnected != clients {
-		t.Errorf("%d of %d clients stayed connected, want all", rep.StayedConnected, clients)
-	}
-	if rep.Unavailable > 0 {
-		t.Errorf("%d sends answered unavailable with Redis up: a stored message must be acknowledged", rep.Unavailable)
-	}
-
-	states := cr.States()
+	t.Logf("load: %d sends", stopLoad())
 	// Messages acknowledged while RabbitMQ was away (after the gateways
-	// noticed, which takes up to a send timeout for publishes in flight)
-	// must have reached every member through the store before it was back.
-	n, lat, late := deliveredBy(states, stopped.Add(time.Second), starting.Add(-time.Second), starting)
-	t.Logf("during the outage: %d messages acknowledged, delivered to every member through the store: %v", n, lat)
-	if n == 0 {
-		t.Error("no message was acknowledged while RabbitMQ was stopped: chat did not go on")
-	}
-	if len(late) > 0 {
-		t.Errorf("%d deliveries of messages acknowledged during the outage came only after RabbitMQ was back, e.g. %q", len(late), late[:min(3, len(late))])
-	}
-	checkDegraded(t, states, stopping, starting)
-	r.checkBaseline(t)
+	// noticed) must have reached every member through the store before it
+	// was back.
+	checkChatWentOn(t, r, cr, clients, "the outage", stopped.Add(time.Second), stopping, starting)
 }
 
 // TestBrokerMemoryAlarm sets off RabbitMQ's memory alarm under load (2
@@ -242,31 +223,12 @@ func TestBrokerMemoryAlarm(t *testing.T) {
 	if !at(ctx, alarmOff, after) {
 		t.Fatal(ctx.Err())
 	}
-	sent := stopLoad()
-	t.Logf("load: %d sends", sent)
-	rep := settle(t, cr)
-	if rep.StayedConnected != clients {
-		t.Errorf("%d of %d clients stayed connected, want all", rep.StayedConnected, clients)
-	}
-	if rep.Unavailable > 0 {
-		t.Errorf("%d sends answered unavailable with Redis up: a stored message must be acknowledged", rep.Unavailable)
-	}
-	states := cr.States()
-	// Messages acknowledged during the alarm (up to a second before it was
-	// cleared: a gateway polls the store twice a second) must have reached
-	// every member through the store before it cleared. (A publish written
-	// just as RabbitMQ blocked the connection waits for its confirm up to
-	// the send timeout, 5 s, before the message is acknowledged anyway.)
-	n, lat, late := deliveredBy(states, alarmOn.Add(time.Second), clearing.Add(-time.Second), clearing)
-	t.Logf("during the alarm: %d messages acknowledged, delivered to every member before it cleared: %v", n, lat)
-	if n == 0 {
-		t.Error("no message was acknowledged during the alarm: chat did not go on")
-	}
-	if len(late) > 0 {
-		t.Errorf("%d deliveries of messages acknowledged during the alarm came only after it cleared, e.g. %q", len(late), late[:min(3, len(late))])
-	}
-	checkDegraded(t, states, raising, clearing)
-	r.checkBaseline(t)
+	t.Logf("load: %d sends", stopLoad())
+	// Messages acknowledged during the alarm must have reached every member
+	// through the store before it cleared. (A publish written just as
+	// RabbitMQ blocked the connection waits for its confirm up to the
+	// publish timeout before the message is acknowledged anyway.)
+	checkChatWentOn(t, r, cr, clients, "the alarm", alarmOn.Add(time.Second), raising, clearing)
 }
 
 // waitAlarm waits until RabbitMQ's memory alarm is on (or off).
@@ -280,6 +242,35 @@ func waitAlarm(on bool) error {
 		}
 		return strings.Contains(a, "memory") == on, "alarms: " + a
 	})
+}
+
+// checkChatWentOn checks what a broker fault must leave behind once the load
+// has stopped: every client stayed connected; no send was refused (Redis
+// was up, and a stored message is acknowledged); the messages acknowledged
+// between ackedFrom and a second before back reached every member before
+// back, that is through the store; clients were told the chat was degraded
+// after began and recovered after back; and the gateways are back to their
+// baseline.
+func checkChatWentOn(t *testing.T, r *rig, cr *Crowd, clients int, what string, ackedFrom, began, back time.Time) {
+	t.Helper()
+	rep := settle(t, cr)
+	if rep.StayedConnected != clients {
+		t.Errorf("%d of %d clients stayed connected, want all", rep.StayedConnected, clients)
+	}
+	if rep.Unavailable > 0 {
+		t.Errorf("%d sends answered unavailable with Redis up: a stored message must be acknowledged", rep.Unavailable)
+	}
+	states := cr.States()
+	n, lat, late := deliveredBy(states, ackedFrom, back.Add(-time.Second), back)
+	t.Logf("during %s: %d messages acknowledged, delivered to every member before it ended: %v", what, n, lat)
+	if n == 0 {
+		t.Errorf("no message was acknowledged during %s: chat did not go on", what)
+	}
+	if len(late) > 0 {
+		t.Errorf("%d deliveries of messages acknowledged during %s came only after it ended, e.g. %q", len(late), what, late[:min(3, len(late))])
+	}
+	checkDegraded(t, states, began, back)
+	r.checkBaseline(t)
 }
 
 // deliveredBy looks at the messages acknowledged between from and to and

@@ -204,10 +204,7 @@ func (h *Hub) brokerReady() bool {
 // Broadcast pushes an ephemeral frame (presence, say) to the room's local
 // members, if it has any.
 func (h *Hub) Broadcast(room string, data []byte) {
-	h.mu.RLock()
-	r := h.rooms[room]
-	h.mu.RUnlock()
-	if r != nil {
+	if r := h.lookup(room); r != nil {
 		r.broadcast(data)
 	}
 }
@@ -216,10 +213,7 @@ func (h *Hub) Broadcast(room string, data []byte) {
 // message it could not publish, and its local members should not wait for the
 // next poll.
 func (h *Hub) Nudge(room string) {
-	h.mu.RLock()
-	r := h.rooms[room]
-	h.mu.RUnlock()
-	if r != nil {
+	if r := h.lookup(room); r != nil {
 		h.requestRepair(r)
 	}
 }
@@ -228,11 +222,9 @@ func (h *Hub) Nudge(room string) {
 // are not valid message frames are logged and dropped; they may come from
 // any service that can publish to the exchange.
 func (h *Hub) Deliver(body []byte) {
-	if room, ok := protocol.PeekRoom(body); ok {
-		h.mu.RLock()
-		r := h.rooms[room]
-		h.mu.RUnlock()
-		if r == nil {
+	var r *room
+	if name, ok := protocol.PeekRoom(body); ok {
+		if r = h.lookup(name); r == nil {
 			return // nobody here is in the room: not worth decoding
 		}
 	}
@@ -249,11 +241,12 @@ func (h *Hub) Deliver(body []byte) {
 		}
 		return
 	}
-	h.mu.RLock()
-	r := h.rooms[m.Room]
-	h.mu.RUnlock()
-	if r == nil {
-		return // nobody here is in the room
+	// The peeked room is the first "room" in the body, the decoded one the
+	// last: they differ only in a body built to mislead, so look again.
+	if r == nil || r.name != m.Room {
+		if r = h.lookup(m.Room); r == nil {
+			return // nobody here is in the room
+		}
 	}
 	// Re-encode rather than forward the body: members get exactly the fields
 	// of the protocol, whatever else a foreign publisher put in.
@@ -306,6 +299,14 @@ func (h *Hub) Subscribe(name string, m Member) *Subscription {
 // how many pushes to members that took, since it started.
 func (h *Hub) FanOut() (messages, pushes uint64) {
 	return h.emitted.Load(), h.fannedOut.Load()
+}
+
+// lookup returns the local room of that name, or nil when nobody here is in
+// it.
+func (h *Hub) lookup(name string) *room {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.rooms[name]
 }
 
 // Rooms reports how many rooms have local members.

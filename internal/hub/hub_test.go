@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -424,5 +425,22 @@ func TestTailCheckFindsAMessageThatWasNeverPublished(t *testing.T) {
 	f.appendN(t, "general", 1) // stored, its publish lost, no later message
 	if got, want := m.waitFor(t, 2), []int64{0, 1}; !equal(got, want) {
 		t.Fatalf("frames %v, want %v", got, want)
+	}
+}
+
+func TestBodyWithTwoRoomsGoesWhereItDecodes(t *testing.T) {
+	f := newFixture(t, hub.Config{RepairDelay: time.Hour})
+	general, other := newMember(), newMember()
+	f.hub.Subscribe("general", general).Start(joinedFrame("general"), "", 0)
+	f.hub.Subscribe("other", other).Start(joinedFrame("other"), "", 0)
+	msg := f.appendN(t, "other", 1)[0]
+	// JSON decoding keeps the last "room"; a prefix check sees the first.
+	body := strings.Replace(string(protocol.EncodeMessage(msg)), `"room":"other"`, `"room":"general","room":"other"`, 1)
+	f.hub.Deliver([]byte(body))
+	if got, want := other.waitFor(t, 2), []int64{0, 1}; !equal(got, want) {
+		t.Fatalf("other got %v, want %v", got, want)
+	}
+	if got := general.seqs(); len(got) != 1 {
+		t.Fatalf("general got %v; the message is other's", got)
 	}
 }

@@ -336,6 +336,9 @@ func (g *Gateway) pingLoop(ctx context.Context) {
 			}()
 		}
 		stuck := g.stuckWritersLocked(time.Now())
+		for c := range g.conns {
+			c.retireIdleWriter()
+		}
 		g.mu.Unlock()
 		for _, c := range stuck {
 			g.log.Info("closing client whose write is stuck", "user", c.userID, "timeout", g.opts.WriteTimeout)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1341,4 +1342,39 @@ func TestOperatorMetrics(t *testing.T) {
 	if got := metric(t, g.URL, "parley_broker_recoveries_total"); got != 1 {
 		t.Errorf("broker recoveries %v, want 1", got)
 	}
+}
+
+// writers counts the goroutines writing to (or waiting to write to) a
+// client connection.
+func writers() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "gateway.(*conn).writeLoop(")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+func TestIdleWriterEndsAndTheNextMessageStartsOne(t *testing.T) {
+	// One ping bucket: the gateway looks at its writers every second.
+	g := newGateway(t, gateway.Options{PingInterval: time.Second})
+	alice := dial(t, g.URL, "alice")
+	join(t, alice, "general")
+	bob := dial(t, g.URL, "bob")
+	join(t, bob, "general")
+
+	deadline := time.Now().Add(5 * time.Second)
+	for n := writers(); n != 0; n = writers() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writers still running with both connections idle", n)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition, not ordering events
+	}
+	sendText(t, alice, "general", "after the writers retired", "m1")
+	if f := next(t, bob, protocol.TypeMessage); f.Text != "after the writers retired" {
+		t.Fatalf("bob got %s", f.Raw)
+	}
+	next(t, alice, protocol.TypeAck)
 }

@@ -1,0 +1,40 @@
+//go:build !linux
+
+package poller
+
+import (
+	"context"
+	"syscall"
+)
+
+// Poller is not available on this system; see ErrUnsupported.
+type Poller struct{}
+
+// New returns ErrUnsupported.
+func New() (*Poller, error) { return nil, ErrUnsupported }
+
+// Run returns at once.
+func (p *Poller) Run(ctx context.Context) {}
+
+// Socket is never returned on this system.
+type Socket struct{}
+
+// Register returns ErrUnsupported.
+func (p *Poller) Register(conn syscall.Conn, ready func()) (*Socket, error) {
+	return nil, ErrUnsupported
+}
+
+// Arm returns ErrUnsupported.
+func (s *Socket) Arm() error { return ErrUnsupported }
+
+// Release does nothing.
+func (s *Socket) Release() {}
+
+// Peek returns ErrUnsupported.
+func (s *Socket) Peek(buf []byte) (int, error) { return 0, ErrUnsupported }
+
+// Discard returns ErrUnsupported.
+func (s *Socket) Discard(n int) error { return ErrUnsupported }
+
+// Write returns ErrUnsupported.
+func (s *Socket) Write(b []byte) (int, error) { return 0, ErrUnsupported }

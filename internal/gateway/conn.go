@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/parleychat/parley/internal/auth"
 	"github.com/parleychat/parley/internal/hub"
+	"github.com/parleychat/parley/internal/poller"
 )
 
 // maxBatchBytes bounds how much of a client's backlog is written as one
@@ -22,14 +26,30 @@ const maxBatchBytes = 32 << 10
 
 // conn is one client connection.
 //
-// Its handler goroutine reads and handles frames. Writing is done by a
-// goroutine that exists only while there is something to write: an idle
-// connection costs one goroutine, not two. Everything the connection is sent
-// (its own replies and the hub's messages) goes through one bounded queue,
-// so replies and messages reach the client in the order they were queued.
+// Its frames are read and handled by a goroutine that exists only while the
+// client has something to say: once everything it sent is handled, the
+// connection parks and the poller starts a new one when more comes (see
+// park). Writing is done by another goroutine that exists only while there
+// is something to write. An idle connection thus costs no goroutine at all.
+// Everything the connection is sent (its own replies and the hub's
+// messages) goes through one bounded queue, so replies and messages reach
+// the client in the order they were queued.
+//
+// Fields the comments call the handler's are used by one reading goroutine
+// at a time; parking and resuming hand them over under mu.
 type conn struct {
 	g  *Gateway
 	ws *websocket.Conn
+	// netConn and br are the socket and the library's read buffer under ws,
+	// sw what the library writes to (see smallBuffers).
+	netConn net.Conn
+	br      *bufio.Reader
+	sw      *socketWriter
+	ip      netip.Addr
+	// sock is the socket as the poller sees it, registered when the
+	// connection first parks; noPark is set, by the handler, when it cannot.
+	sock   *poller.Socket
+	noPark bool
 	// who is the session's identity; only the handler goroutine uses it,
 	// since a refresh replaces it. userID never changes (a refresh is for
 	// the same user), so any goroutine may log it.
@@ -67,6 +87,18 @@ type conn struct {
 	// handling is true while the read loop handles a frame, and draining
 	// once the gateway shuts down (see drain).
 	handling, draining bool
+	// parked is true while no goroutine reads the connection and the poller
+	// watches its socket instead (see park).
+	parked bool
+	// pingSent is when the ping awaiting its pong was written, Unix ns (0:
+	// none); pingOwed says the socket was full and it is still to be
+	// written, pingDue that the writer is to write it (see ping).
+	pingSent          int64
+	pingOwed, pingDue bool
+	// pinging is true while the library's Ping waits for its pong;
+	// lastPong is when the last pong came, Unix ns.
+	pinging  bool
+	lastPong int64
 
 	// wake tells a waiting writer that there is more to write.
 	wake chan struct{}
@@ -139,12 +171,18 @@ func (c *conn) push(f hub.Frame) {
 // put 0.8us per delivery in a three-way select and in resetting an idle
 // timer each time the queue emptied, which at one message per write was
 // every delivery. Idle writers are retired from the gateway's once-a-second
-// tick instead (see retireIdleWriter), so a busy connection keeps one
+// tick instead (see tick), so a busy connection keeps one
 // goroutine and an idle one none.
 func (c *conn) writeLoop() {
 	defer c.done.Done()
 	for {
 		c.mu.Lock()
+		if c.pingDue {
+			c.pingDue = false
+			if c.parked && !c.closing {
+				c.writePingLocked(time.Now())
+			}
+		}
 		if c.closing && c.closeAfter == nil {
 			c.writing = false
 			c.mu.Unlock()
@@ -178,10 +216,9 @@ func (c *conn) writeLoop() {
 			}
 			// The connection is broken: a close handshake would fail too.
 			c.mu.Lock()
-			c.writing, c.closing = false, true
-			c.out.reset()
+			c.writing, c.closing = false, true // no new writer starts
 			c.mu.Unlock()
-			_ = c.ws.CloseNow()
+			c.abort()
 			return
 		}
 		c.g.metrics.framesOut.Inc()
@@ -205,6 +242,16 @@ func (c *conn) writeLoop() {
 func (c *conn) write(batch []queued) error {
 	c.writeStart.Store(time.Now().UnixNano())
 	defer c.writeStart.Store(0)
+	c.sw.collect()
+	err := c.writeMessage(batch)
+	if ferr := c.sw.flush(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// writeMessage hands the batch to the library as one message.
+func (c *conn) writeMessage(batch []queued) error {
 	if len(batch) == 1 {
 		return c.ws.Write(c.writeCtx, websocket.MessageText, batch[0].Data)
 	}
@@ -228,24 +275,6 @@ func (c *conn) wakeWriter() {
 	}
 }
 
-// retireIdleWriter ends the connection's writer if it has written nothing
-// since the last call. The gateway calls it for every connection once a
-// second, so a writer lingers one to two seconds after its last write: long
-// enough that a busy connection does not start a goroutine per message,
-// short enough that idle ones keep none.
-func (c *conn) retireIdleWriter() {
-	c.mu.Lock()
-	idle := c.writing && !c.wrote && c.out.len() == 0 && c.closeAfter == nil
-	c.wrote = false
-	if idle {
-		c.retire = true
-	}
-	c.mu.Unlock()
-	if idle {
-		c.wakeWriter()
-	}
-}
-
 // close starts closing the connection with code; the handler's read loop ends
 // when it is done. It never blocks and only the first call counts.
 func (c *conn) close(code websocket.StatusCode, reason string) {
@@ -257,6 +286,7 @@ func (c *conn) close(code websocket.StatusCode, reason string) {
 	c.closing = true
 	c.out.reset()
 	c.done.Add(1)
+	resume := c.unparkLocked()
 	c.mu.Unlock()
 	c.wakeWriter() // a waiting writer ends now rather than after its linger
 	go func() {
@@ -264,6 +294,9 @@ func (c *conn) close(code websocket.StatusCode, reason string) {
 		// The close handshake waits for the peer; the library bounds it.
 		_ = c.ws.Close(code, reason)
 	}()
+	if resume {
+		go c.serve()
+	}
 }
 
 // closeReq is a close to send once the queue is written.
@@ -287,11 +320,15 @@ func (c *conn) closeFlushed(code websocket.StatusCode, reason string) {
 		c.writing = true
 		c.done.Add(1)
 	}
+	resume := c.unparkLocked()
 	c.mu.Unlock()
 	if start {
 		go c.writeLoop()
 	} else {
 		c.wakeWriter()
+	}
+	if resume {
+		go c.serve()
 	}
 }
 
@@ -317,6 +354,8 @@ func (c *conn) beginFrame() bool {
 		return false
 	}
 	c.handling = true
+	// A client that sends is alive, whether or not its pong came.
+	c.pingSent, c.pingOwed = 0, false
 	return true
 }
 
@@ -330,26 +369,4 @@ func (c *conn) endFrame() {
 	if draining {
 		c.closeFlushed(websocket.StatusServiceRestart, "gateway restarting; reconnect")
 	}
-}
-
-// ping checks that the peer is alive. It is called by the gateway's pinger
-// from a short-lived goroutine, since a ping waits for its pong.
-func (c *conn) ping() {
-	ctx, cancel := context.WithTimeout(c.ctx, c.g.opts.PongTimeout)
-	defer cancel()
-	start := time.Now()
-	if err := c.ws.Ping(ctx); err != nil {
-		c.mu.Lock()
-		closing := c.closing
-		c.mu.Unlock()
-		if !closing {
-			c.g.log.Info("closing unresponsive client", "user", c.userID, "err", err)
-			c.g.metrics.deadClosed.Inc()
-			// A peer that does not answer pings will not answer a close
-			// handshake either.
-			_ = c.ws.CloseNow()
-		}
-		return
-	}
-	c.g.metrics.pingRTT.Observe(time.Since(start).Seconds())
 }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/parleychat/parley/internal/auth"
 	"github.com/parleychat/parley/internal/hub"
+	"github.com/parleychat/parley/internal/poller"
 	"github.com/parleychat/parley/internal/presence"
 	"github.com/parleychat/parley/internal/protocol"
 	"github.com/parleychat/parley/internal/store"
@@ -221,6 +222,10 @@ type Gateway struct {
 	handlers sync.WaitGroup
 	pings    sync.WaitGroup
 
+	// poller watches parked connections (see conn.park); nil until Run
+	// starts it, or where there is none, and then connections do not park.
+	poller atomic.Pointer[poller.Poller]
+
 	// batchBufs holds buffers for writes that join several frames, so that
 	// no connection keeps one while it has nothing to write.
 	batchBufs sync.Pool
@@ -309,6 +314,12 @@ func (g *Gateway) Run(ctx context.Context) {
 	if g.presence != nil {
 		wg.Go(func() { g.presence.run(ctx) })
 	}
+	if p, err := poller.New(); err != nil {
+		g.log.Info("idle connections keep a reading goroutine", "err", err)
+	} else {
+		g.poller.Store(p)
+		wg.Go(func() { p.Run(ctx) })
+	}
 	g.pingLoop(ctx)
 	wg.Wait()
 }
@@ -327,23 +338,31 @@ func (g *Gateway) pingLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		now := time.Now()
 		g.mu.Lock()
 		for c := range g.buckets[i%len(g.buckets)] {
-			g.pings.Add(1)
-			go func() {
-				defer g.pings.Done()
-				c.ping()
-			}()
+			if slow := c.ping(now); slow != nil {
+				g.pings.Go(slow)
+			}
 		}
-		stuck := g.stuckWritersLocked(time.Now())
+		stuck := g.stuckWritersLocked(now)
+		var unresponsive []*conn
 		for c := range g.conns {
-			c.retireIdleWriter()
+			if c.tick(now, g.opts.PongTimeout) {
+				unresponsive = append(unresponsive, c)
+			}
 		}
 		g.mu.Unlock()
 		for _, c := range stuck {
 			g.log.Info("closing client whose write is stuck", "user", c.userID, "timeout", g.opts.WriteTimeout)
 			g.metrics.deadClosed.Inc()
+			// The failed write aborts the connection (see writeLoop).
 			_ = c.ws.CloseNow()
+		}
+		for _, c := range unresponsive {
+			g.log.Info("closing unresponsive client", "user", c.userID, "pong_timeout", g.opts.PongTimeout)
+			g.metrics.deadClosed.Inc()
+			c.abort()
 		}
 	}
 }
@@ -402,10 +421,14 @@ func (g *Gateway) Drain(ctx context.Context) error {
 	case <-ctx.Done():
 		g.mu.Lock()
 		left := len(g.conns)
+		cut := make([]*conn, 0, len(g.conns))
 		for c := range g.conns {
-			_ = c.ws.CloseNow()
+			cut = append(cut, c)
 		}
 		g.mu.Unlock()
+		for _, c := range cut {
+			c.abort()
+		}
 		g.cancel()
 		<-done
 		return fmt.Errorf("drain: %d connections still open at the deadline: %w", left, ctx.Err())

@@ -1344,37 +1344,141 @@ func TestOperatorMetrics(t *testing.T) {
 	}
 }
 
-// writers counts the goroutines writing to (or waiting to write to) a
-// client connection.
-func writers() int {
+// goroutines counts the goroutines running fn (a function name as stack
+// traces show it, such as "gateway.(*conn).writeLoop").
+func goroutines(fn string) int {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
 		if n < len(buf) {
-			return strings.Count(string(buf[:n]), "gateway.(*conn).writeLoop(")
+			return strings.Count(string(buf[:n]), fn+"(")
 		}
 		buf = make([]byte, 2*len(buf))
 	}
 }
 
-func TestIdleWriterEndsAndTheNextMessageStartsOne(t *testing.T) {
+// waitGoroutines waits until no goroutine runs fn, failing the test after a
+// few seconds.
+func waitGoroutines(t *testing.T, fn string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for n := goroutines(fn); n != 0; n = goroutines(fn) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines still in %s", n, fn)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, not ordering events
+	}
+}
+
+const (
+	readers = "gateway.(*conn).readLoop"
+	writers = "gateway.(*conn).writeLoop"
+)
+
+func TestIdleConnectionsKeepNoGoroutine(t *testing.T) {
 	// One ping bucket: the gateway looks at its writers every second.
 	g := newGateway(t, gateway.Options{PingInterval: time.Second})
 	alice := dial(t, g.URL, "alice")
 	join(t, alice, "general")
 	bob := dial(t, g.URL, "bob")
 	join(t, bob, "general")
+	waitGoroutines(t, readers)
+	waitGoroutines(t, writers)
 
-	deadline := time.Now().Add(5 * time.Second)
-	for n := writers(); n != 0; n = writers() {
+	// Parked and without a writer, both still send and receive.
+	for i, from := range []*client.Conn{alice, bob} {
+		text := fmt.Sprintf("message %d", i)
+		sendText(t, from, "general", text, fmt.Sprint(i))
+		for _, to := range []*client.Conn{alice, bob} {
+			if f := next(t, to, protocol.TypeMessage); f.Text != text {
+				t.Fatalf("got %s, want %q", f.Raw, text)
+			}
+		}
+		next(t, from, protocol.TypeAck)
+		waitGoroutines(t, readers)
+	}
+}
+
+// readOn reads c's frames on a goroutine until the test ends (a
+// coder/websocket client answers pings only while something reads).
+func readOn(t *testing.T, c *client.Conn) <-chan client.Frame {
+	t.Helper()
+	frames := make(chan client.Frame, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			f, err := c.Next(ctx)
+			if err != nil {
+				return
+			}
+			select {
+			case frames <- f:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); _ = c.CloseNow(); <-done })
+	return frames
+}
+
+func TestParkedConnectionAnswersPingsWithoutAGoroutine(t *testing.T) {
+	g := newGateway(t, gateway.Options{PingInterval: time.Second, PongTimeout: 500 * time.Millisecond})
+	c := dial(t, g.URL, "alice")
+	join(t, c, "general")
+	readOn(t, c)
+	deadline := time.Now().Add(8 * time.Second)
+	for metric(t, g.URL, "parley_ping_rtt_seconds_count") < 3 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d writers still running with both connections idle", n)
+			t.Fatalf("%v pongs seen; want 3", metric(t, g.URL, "parley_ping_rtt_seconds_count"))
 		}
 		time.Sleep(50 * time.Millisecond) // polling a condition, not ordering events
 	}
-	sendText(t, alice, "general", "after the writers retired", "m1")
-	if f := next(t, bob, protocol.TypeMessage); f.Text != "after the writers retired" {
-		t.Fatalf("bob got %s", f.Raw)
+	if n := goroutines(readers); n != 0 {
+		t.Fatalf("%d reading goroutines after the pongs; want the pongs read while parked", n)
 	}
-	next(t, alice, protocol.TypeAck)
+	if n, dead := g.Connections(), metric(t, g.URL, "parley_dead_clients_closed_total"); n != 1 || dead != 0 {
+		t.Fatalf("%d connections, %v closed as dead; want the client kept", n, dead)
+	}
+}
+
+func TestParkedUnresponsivePeerIsReaped(t *testing.T) {
+	g := newGateway(t, gateway.Options{PingInterval: time.Second, PongTimeout: 200 * time.Millisecond})
+	ghost := dial(t, g.URL, "ghost")
+	join(t, ghost, "general") // then never reads again, so never answers a ping
+	live := dial(t, g.URL, "live")
+	join(t, live, "general")
+	readOn(t, live)
+	deadline := time.Now().Add(8 * time.Second)
+	for g.Connections() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections; the unresponsive one was not reaped", g.Connections())
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, not ordering events
+	}
+	if dead := metric(t, g.URL, "parley_dead_clients_closed_total"); dead != 1 {
+		t.Fatalf("%v closed as dead, want 1", dead)
+	}
+}
+
+func TestClientPingWakesAParkedConnection(t *testing.T) {
+	g := newGateway(t, gateway.Options{})
+	c := dial(t, g.URL, "alice")
+	join(t, c, "general")
+	waitGoroutines(t, readers)
+	frames := readOn(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.WS().Ping(ctx); err != nil {
+		t.Fatalf("ping of a parked connection: %v", err)
+	}
+	// The goroutine that answered the ping reads the next frame too.
+	sendText(t, c, "general", "after a ping", "p1")
+	for f := range frames {
+		if f.Type == protocol.TypeAck {
+			break
+		}
+	}
 }

@@ -1,10 +1,6 @@
 package gateway
 
 import (
-	"bufio"
-	"bytes"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -89,39 +85,4 @@ func (g *Gateway) release(ip netip.Addr, user string) {
 	if g.perUser[user]--; g.perUser[user] <= 0 {
 		delete(g.perUser, user)
 	}
-}
-
-// Buffer sizes of an upgraded connection. net/http hands a hijacker 4 KB
-// for each direction, and coder/websocket keeps them for the connection's
-// life: most of an idle connection's memory. Client frames are small, and
-// a server frame up to writeBufSize still goes out in one write; larger
-// writes (batches) take two, and they are few.
-const (
-	readBufSize  = 1 << 10
-	writeBufSize = 2 << 10
-)
-
-// smallBuffers gives the WebSocket library smaller buffers than net/http's
-// when it hijacks the connection.
-type smallBuffers struct{ http.ResponseWriter }
-
-// Hijack implements http.Hijacker.
-func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	// Bytes the server read past the request belong to the WebSocket (a
-	// client may send its first frame as soon as it has the 101). The
-	// library takes them from the reader's buffer, then points the reader
-	// at the connection, so they must be in the buffer, not behind it.
-	rd := bufio.NewReaderSize(conn, readBufSize)
-	if n := brw.Reader.Buffered(); n > 0 {
-		b, _ := brw.Reader.Peek(n)
-		rd = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn), max(readBufSize, n))
-		if _, err := rd.Peek(n); err != nil {
-			return nil, nil, fmt.Errorf("keep bytes read past the request: %w", err)
-		}
-	}
-	return conn, bufio.NewReadWriter(rd, bufio.NewWriterSize(conn, writeBufSize)), nil
 }

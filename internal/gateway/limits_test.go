@@ -1,10 +1,6 @@
 package gateway
 
 import (
-	"bytes"
-	"io"
-	"net"
-	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"testing"
@@ -38,42 +34,4 @@ func TestClientIPBelievesOnlyTrustedProxies(t *testing.T) {
 			t.Errorf("remote %s, X-Forwarded-For %q: got %s, want %s", tc.remote, tc.xff, got, tc.want)
 		}
 	}
-}
-
-// TestSmallBuffersKeepBytesReadPastTheRequest: a client may send data right
-// behind its request (its first frame, as soon as it has the 101). The
-// server may have read it already; after the hijack it must come first on
-// the connection, as the WebSocket library reads it: from the reader's
-// buffer, then from the connection.
-func TestSmallBuffersKeepBytesReadPastTheRequest(t *testing.T) {
-	got := make(chan string, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := smallBuffers{w}.Hijack()
-		if err != nil {
-			got <- "hijack: " + err.Error()
-			return
-		}
-		defer conn.Close()
-		// What coder/websocket's Accept does with the hijacked reader.
-		b, _ := brw.Reader.Peek(brw.Reader.Buffered())
-		brw.Reader.Reset(io.MultiReader(bytes.NewReader(b), conn))
-		rest, _ := io.ReadAll(brw.Reader)
-		got <- string(rest)
-	}))
-	defer srv.Close()
-	c, err := net.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Request and data in one write: the server reads both at once.
-	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\nfirst frame"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	if s := <-got; s != "first frame" {
-		t.Fatalf("after the hijack the connection read %q, want %q", s, "first frame")
-	}
-	c.Close()
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"net/netip"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -57,7 +56,14 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, why, status)
 		return
 	}
-	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: g.opts.AllowedOrigins})
+	hj := &smallBuffers{ResponseWriter: w, pool: &g.batchBufs}
+	var c *conn
+	ws, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
+		OriginPatterns: g.opts.AllowedOrigins,
+		// A pong the library reads answers a ping written while the
+		// connection was parked (see conn.ping).
+		OnPongReceived: func(context.Context, []byte) { c.ponged() },
+	})
 	if err != nil {
 		// Accept has answered already (403 for a foreign Origin, 400 for a
 		// request that is no WebSocket handshake).
@@ -67,10 +73,14 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(g.opts.MaxFrameBytes)
 
-	c := &conn{
+	c = &conn{
 		out:      outQueue{limit: g.opts.SendQueueBytes},
 		g:        g,
 		ws:       ws,
+		netConn:  hj.conn,
+		br:       hj.br,
+		sw:       hj.sw,
+		ip:       ip,
 		who:      who,
 		userID:   who.User.ID,
 		ctx:      g.ctx,
@@ -94,29 +104,39 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	// to handle it are freed, and the new goroutine's stack grows only as
 	// deep as the read loop goes. An idle connection's memory is mostly its
 	// goroutine's stack.
-	go g.serveConn(c, ip)
+	go g.serveConn(c)
 }
 
-// serveConn runs a registered connection until it ends.
-func (g *Gateway) serveConn(c *conn, ip netip.Addr) {
+// serveConn starts serving a registered connection.
+func (g *Gateway) serveConn(c *conn) {
 	who := c.who
-	defer g.release(ip, who.User.ID)
-	defer g.unregister(c)
 	// A connection must join a room soon: one that never does only holds
 	// a slot (and its memory) on the gateway.
 	c.joinDeadline = time.AfterFunc(g.opts.HandshakeTimeout, func() {
-		g.log.Info("closing client that joined no room in time", "user", who.User.ID, "ip", ip)
+		g.log.Info("closing client that joined no room in time", "user", who.User.ID, "ip", c.ip)
 		c.close(websocket.StatusPolicyViolation, "no room joined in time")
 	})
-	defer c.joinDeadline.Stop()
 	c.armExpiry(who.Expires)
-	defer c.stopExpiry()
 
 	c.send(protocol.Encode(protocol.TypeWelcome, protocol.Welcome{User: who.User, Gateway: g.opts.ID, Guest: who.Guest}))
 	if g.degraded.Load() {
 		c.send(g.statusFrame())
 	}
-	err := c.readLoop()
+	c.serve()
+}
+
+// serve reads and handles the client's frames until the connection parks
+// (the poller starts serve again when the client sends more) or ends.
+func (c *conn) serve() {
+	parked, err := c.readLoop()
+	if !parked {
+		c.end(err)
+	}
+}
+
+// end releases what the connection holds once its last frame is read.
+func (c *conn) end(err error) {
+	g := c.g
 	if g.presence != nil {
 		g.presence.dropped(c, slices.Collect(maps.Keys(c.subs)))
 	}
@@ -126,14 +146,25 @@ func (g *Gateway) serveConn(c *conn, ip netip.Addr) {
 	c.logEnd(err)
 	c.close(websocket.StatusNormalClosure, "")
 	c.done.Wait()
+	if c.sock != nil {
+		c.sock.Release()
+	}
+	c.stopExpiry()
+	c.joinDeadline.Stop()
+	g.unregister(c)
+	g.release(c.ip, c.userID)
 }
 
-// readLoop reads and handles the client's frames until the connection ends.
-func (c *conn) readLoop() error {
-	for {
+// readLoop reads and handles the client's frames until the connection ends
+// or, having read at least one frame, parks (see park).
+func (c *conn) readLoop() (parked bool, err error) {
+	for read := false; ; read = true {
+		if read && c.park() {
+			return true, nil
+		}
 		typ, data, err := c.ws.Read(c.ctx)
 		if err != nil {
-			return err
+			return false, err
 		}
 		c.g.metrics.framesIn.Inc()
 		if typ != websocket.MessageText {
@@ -145,7 +176,7 @@ func (c *conn) readLoop() error {
 		if !utf8.Valid(data) {
 			c.g.log.Info("closing client that sent invalid UTF-8", "user", c.who.User.ID)
 			c.close(websocket.StatusInvalidFramePayloadData, "text frame is not valid UTF-8")
-			return nil
+			return false, nil
 		}
 		req, err := protocol.DecodeRequest(data, c.g.opts.Limits)
 		if err != nil {
@@ -153,7 +184,7 @@ func (c *conn) readLoop() error {
 			continue
 		}
 		if !c.beginFrame() {
-			return nil
+			return false, nil
 		}
 		switch req.Type {
 		case protocol.TypeJoin:

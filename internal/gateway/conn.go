@@ -77,10 +77,11 @@ type conn struct {
 	mu      sync.Mutex
 	out     outQueue
 	writing bool // a writer goroutine is running (writing or waiting for more)
-	// wrote says the writer wrote since the gateway's last look at it;
-	// retire tells a waiting writer to end (see retireIdleWriter).
-	wrote, retire bool
-	closing       bool // a close was started; nothing more is queued
+	// wrote says the writer wrote since the gateway's last look at it,
+	// busy that it had written in the second before; retire tells a
+	// waiting writer to end (see tick).
+	wrote, busy, retire bool
+	closing             bool // a close was started; nothing more is queued
 	// closeAfter is the close the writer sends once the queue is written
 	// (see closeFlushed); nil for a close that drops the queue.
 	closeAfter *closeReq
@@ -164,15 +165,18 @@ func (c *conn) push(f hub.Frame) {
 	}
 }
 
-// writeLoop writes the queue, waits for more, and ends when the connection
-// closes or the gateway retires it for having nothing to write.
+// writeLoop writes the queue and, if the connection has been busy, waits for
+// more; it ends when the connection closes or the gateway retires it for
+// having nothing to write.
 //
 // It waits on its wake channel alone: W1's profile (docs/benchmarks.md)
 // put 0.8us per delivery in a three-way select and in resetting an idle
 // timer each time the queue emptied, which at one message per write was
 // every delivery. Idle writers are retired from the gateway's once-a-second
-// tick instead (see tick), so a busy connection keeps one
-// goroutine and an idle one none.
+// tick instead (see tick), so a busy connection keeps one goroutine and an
+// idle one none. A connection that was not busy in the last second does
+// not wait at all: after a reconnect storm, thousands of writers lingering
+// after their one welcome raised the gateway's peak memory, and so its RSS.
 func (c *conn) writeLoop() {
 	defer c.done.Done()
 	for {
@@ -196,7 +200,7 @@ func (c *conn) writeLoop() {
 				_ = c.ws.Close(after.code, after.reason)
 				return
 			}
-			if c.retire {
+			if c.retire || !c.busy {
 				c.writing, c.retire = false, false
 				c.mu.Unlock()
 				return

@@ -101,9 +101,8 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	// The connection is served on a goroutine of its own so that this
 	// handler returns: the request, its headers and the stack net/http grew
-	// to handle it are freed, and the new goroutine's stack grows only as
-	// deep as the read loop goes. An idle connection's memory is mostly its
-	// goroutine's stack.
+	// to handle it are freed, and the goroutine itself ends once the
+	// connection parks.
 	go g.serveConn(c)
 }
 
@@ -158,8 +157,12 @@ func (c *conn) end(err error) {
 // readLoop reads and handles the client's frames until the connection ends
 // or, having read at least one frame, parks (see park).
 func (c *conn) readLoop() (parked bool, err error) {
+	// sent is true after a send: a client that just sent a message is
+	// likely to send another soon, one that joined or fetched history to
+	// read for a while.
+	sent := false
 	for read := false; ; read = true {
-		if read && c.park() {
+		if read && c.park(sent) {
 			return true, nil
 		}
 		typ, data, err := c.ws.Read(c.ctx)
@@ -193,6 +196,7 @@ func (c *conn) readLoop() (parked bool, err error) {
 			c.leave(req)
 		case protocol.TypeSend:
 			c.publish(req)
+			sent = true
 		case protocol.TypeHistory:
 			c.history(req)
 		case protocol.TypeTyping:

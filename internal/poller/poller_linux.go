@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -93,11 +94,12 @@ func (p *Poller) Run(ctx context.Context) {
 // the socket while it uses Peek and Discard, or writes it while it uses
 // Write.
 type Socket struct {
-	p     *Poller
-	rc    syscall.RawConn
-	ready func()
-	fd    int  // under p.mu, once armed
-	added bool // registered with the epoll instance
+	p        *Poller
+	rc       syscall.RawConn
+	deadline interface{ SetReadDeadline(time.Time) error } // nil if conn has none
+	ready    func()
+	fd       int  // under p.mu, once armed
+	added    bool // registered with the epoll instance
 }
 
 // Register returns conn's socket. ready is called on the poller's goroutine,
@@ -108,7 +110,32 @@ func (p *Poller) Register(conn syscall.Conn, ready func()) (*Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raw conn: %w", err)
 	}
-	return &Socket{p: p, rc: rc, ready: ready}, nil
+	s := &Socket{p: p, rc: rc, ready: ready}
+	s.deadline, _ = conn.(interface{ SetReadDeadline(time.Time) error })
+	return s, nil
+}
+
+// WaitReadable waits up to d, on the calling goroutine and through Go's own
+// network poller, until the socket has something to read or the peer has
+// closed it; it reads nothing. It reports false when d passed first or the
+// socket failed. It uses the connection's read deadline, so no read may run
+// meanwhile.
+func (s *Socket) WaitReadable(d time.Duration) bool {
+	if s.deadline == nil || s.deadline.SetReadDeadline(time.Now().Add(d)) != nil {
+		return false
+	}
+	defer func() { _ = s.deadline.SetReadDeadline(time.Time{}) }()
+	ready := false
+	_ = s.rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if errors.Is(err, unix.EAGAIN) {
+			return false // wait for readability (or the deadline)
+		}
+		ready = true
+		return true
+	})
+	return ready
 }
 
 // Arm asks for one call of the ready callback once the socket has something

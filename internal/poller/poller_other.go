@@ -5,6 +5,7 @@ package poller
 import (
 	"context"
 	"syscall"
+	"time"
 )
 
 // Poller is not available on this system; see ErrUnsupported.
@@ -38,3 +39,6 @@ func (s *Socket) Discard(n int) error { return ErrUnsupported }
 
 // Write returns ErrUnsupported.
 func (s *Socket) Write(b []byte) (int, error) { return 0, ErrUnsupported }
+
+// WaitReadable returns false.
+func (s *Socket) WaitReadable(d time.Duration) bool { return false }

@@ -188,3 +188,26 @@ func TestStoppedPollerHandsSocketsBack(t *testing.T) {
 		t.Fatalf("arm after Run: %v, want ErrClosed", err)
 	}
 }
+
+func TestWaitReadable(t *testing.T) {
+	p := running(t)
+	server, client := pair(t)
+	s, err := p.Register(server.(syscall.Conn), func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.WaitReadable(20 * time.Millisecond) {
+		t.Fatal("readable with nothing sent")
+	}
+	go func() { _, _ = client.Write([]byte("x")) }()
+	if !s.WaitReadable(5 * time.Second) {
+		t.Fatal("not readable after a write")
+	}
+	// It read nothing, and left no deadline behind: a read gets the byte
+	// after the wait's deadline has passed.
+	time.Sleep(30 * time.Millisecond) // past the first wait's deadline
+	b := make([]byte, 1)
+	if _, err := server.Read(b); err != nil || b[0] != 'x' {
+		t.Fatalf("read %q, %v", b, err)
+	}
+}

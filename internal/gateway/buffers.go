@@ -3,11 +3,14 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"sync"
+
+	"github.com/parleychat/parley/internal/poller"
 )
 
 // Buffer sizes of an upgraded connection. net/http hands a hijacker 4 KB for
@@ -81,23 +84,53 @@ func (w *socketWriter) Write(p []byte) (int, error) {
 	return w.conn.Write(p)
 }
 
-// collect starts gathering writes. A control frame the library writes
-// meanwhile is gathered too, in the order the library wrote it.
+// collect starts gathering writes, behind what is still pending. A control
+// frame the library writes meanwhile is gathered too, in the order the
+// library wrote it.
 func (w *socketWriter) collect() {
-	buf := w.pool.Get().(*bytes.Buffer)
-	buf.Reset()
 	w.mu.Lock()
-	w.buf = buf
-	w.mu.Unlock()
+	defer w.mu.Unlock()
+	if w.buf == nil {
+		w.buf = w.pool.Get().(*bytes.Buffer)
+		w.buf.Reset()
+	}
 }
 
 // flush writes what was gathered and stops gathering.
 func (w *socketWriter) flush() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	buf := w.buf
-	w.buf = nil
-	_, err := w.conn.Write(buf.Bytes())
-	w.pool.Put(buf)
+	_, err := w.conn.Write(w.buf.Bytes())
+	w.release()
 	return err
+}
+
+// flushNow writes what was gathered as far as the socket takes it without
+// waiting. The rest stays gathered, and pending reports so: it is for flush,
+// and writes meanwhile are gathered behind it.
+func (w *socketWriter) flushNow(s *poller.Socket) (pending bool, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := s.Write(w.buf.Bytes())
+	if errors.Is(err, poller.ErrWouldBlock) {
+		n, err = 0, nil
+	}
+	if err != nil || n == w.buf.Len() {
+		w.release()
+		return false, err
+	}
+	w.buf.Next(n)
+	return true, nil
+}
+
+// pending reports whether gathered bytes wait for flush.
+func (w *socketWriter) pending() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf != nil
+}
+
+func (w *socketWriter) release() {
+	w.pool.Put(w.buf)
+	w.buf = nil
 }

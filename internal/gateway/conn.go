@@ -50,6 +50,8 @@ type conn struct {
 	// connection first parks; noPark is set, by the handler, when it cannot.
 	sock   *poller.Socket
 	noPark bool
+	// flusher writes the queue while the connection is parked.
+	flusher *flusher
 	// who is the session's identity; only the handler goroutine uses it,
 	// since a refresh replaces it. userID never changes (a refresh is for
 	// the same user), so any goroutine may log it.
@@ -77,6 +79,8 @@ type conn struct {
 	mu      sync.Mutex
 	out     outQueue
 	writing bool // a writer goroutine is running (writing or waiting for more)
+	// flushing is true while the connection is on its flusher's list.
+	flushing bool
 	// wrote says the writer wrote since the gateway's last look at it,
 	// busy that it had written in the second before; retire tells a
 	// waiting writer to end (see tick).
@@ -134,12 +138,16 @@ func (c *conn) push(f hub.Frame) {
 		return
 	}
 	shed := c.out.push(f)
-	start := !c.writing && !shed.mustClose && c.out.len() > 0
+	idle := !c.writing && !c.flushing && !shed.mustClose && c.out.len() > 0
+	// A parked connection's queue is written by its flusher (see flusher).
+	flush := idle && c.parked && !c.pinging
+	start := idle && !flush
 	running := c.writing
 	if start {
 		c.writing = true
 		c.done.Add(1)
 	}
+	c.flushing = c.flushing || flush
 	queued := c.out.bytes
 	c.mu.Unlock()
 
@@ -158,10 +166,65 @@ func (c *conn) push(f hub.Frame) {
 		c.close(websocket.StatusTryAgainLater, "too slow: send queue full")
 		return
 	}
+	switch {
+	case flush:
+		if !c.flusher.add(c) {
+			c.flushParked(false)
+		}
+	case start:
+		go c.writeLoop()
+	case running:
+		c.wakeWriter()
+	}
+}
+
+// flushParked is the flusher's turn at the connection: with inline, it
+// writes what is queued without waiting, if the connection is still parked
+// and has no writer; anything it could not write, or cannot write that way,
+// goes to a writer goroutine.
+//
+// Writing on the flusher's goroutine is safe under mu: a parked connection
+// has no reader that could write (answer a client's ping or close), and
+// while mu is held none starts, nor a writer, a close or a library ping.
+func (c *conn) flushParked(inline bool) {
+	c.mu.Lock()
+	c.flushing = false
+	if c.writing || c.closing || c.out.len() == 0 {
+		c.mu.Unlock() // someone else writes, or there is nothing to
+		return
+	}
+	var batch []queued
+	var err error
+	pending := false
+	if inline && c.parked && !c.pinging {
+		batch = c.out.take(maxBatchBytes)
+		c.sw.collect()
+		err = c.writeMessage(batch)
+		var ferr error
+		pending, ferr = c.sw.flushNow(c.sock)
+		if err == nil {
+			err = ferr
+		}
+		c.wrote = true
+	}
+	start := err == nil && (pending || c.out.len() > 0)
+	if start {
+		c.writing = true
+		c.done.Add(1)
+	}
+	if err != nil {
+		c.closing = true // no new writer starts
+	}
+	c.mu.Unlock()
+	if err != nil {
+		c.abort()
+		return
+	}
+	if batch != nil {
+		c.countWritten(batch)
+	}
 	if start {
 		go c.writeLoop()
-	} else if running {
-		c.wakeWriter()
 	}
 }
 
@@ -180,6 +243,16 @@ func (c *conn) push(f hub.Frame) {
 func (c *conn) writeLoop() {
 	defer c.done.Done()
 	for {
+		if c.sw.pending() {
+			// What the flusher could not write goes first.
+			c.writeStart.Store(time.Now().UnixNano())
+			err := c.sw.flush()
+			c.writeStart.Store(0)
+			if err != nil {
+				c.writeFailed(err)
+				return
+			}
+		}
 		c.mu.Lock()
 		if c.pingDue {
 			c.pingDue = false
@@ -215,27 +288,37 @@ func (c *conn) writeLoop() {
 		c.mu.Unlock()
 
 		if err := c.write(batch); err != nil {
-			if !errors.Is(err, context.Canceled) && websocket.CloseStatus(err) == -1 {
-				c.g.log.Debug("write failed", "user", c.userID, "err", err)
-			}
-			// The connection is broken: a close handshake would fail too.
-			c.mu.Lock()
-			c.writing, c.closing = false, true // no new writer starts
-			c.mu.Unlock()
-			c.abort()
+			c.writeFailed(err)
 			return
 		}
-		c.g.metrics.framesOut.Inc()
-		c.g.metrics.messagesOut.Add(float64(len(batch)))
-		if c.g.stats != nil {
-			n := 0
-			for _, it := range batch {
-				if it.Kind == hub.KindMessage && !it.gap {
-					n++
-				}
+		c.countWritten(batch)
+	}
+}
+
+// writeFailed ends the writer after a failed write: the connection is
+// broken, and a close handshake would fail too.
+func (c *conn) writeFailed(err error) {
+	if !errors.Is(err, context.Canceled) && websocket.CloseStatus(err) == -1 {
+		c.g.log.Debug("write failed", "user", c.userID, "err", err)
+	}
+	c.mu.Lock()
+	c.writing, c.closing = false, true // no new writer starts
+	c.mu.Unlock()
+	c.abort()
+}
+
+// countWritten counts a written batch in the metrics and statistics.
+func (c *conn) countWritten(batch []queued) {
+	c.g.metrics.framesOut.Inc()
+	c.g.metrics.messagesOut.Add(float64(len(batch)))
+	if c.g.stats != nil {
+		n := 0
+		for _, it := range batch {
+			if it.Kind == hub.KindMessage && !it.gap {
+				n++
 			}
-			c.g.stats.Delivered(n)
 		}
+		c.g.stats.Delivered(n)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -225,6 +226,10 @@ type Gateway struct {
 	// poller watches parked connections (see conn.park); nil until Run
 	// starts it, or where there is none, and then connections do not park.
 	poller atomic.Pointer[poller.Poller]
+	// flushers write parked connections' queues, one per processor, each
+	// connection always to the same; Run runs them.
+	flushers    []*flusher
+	nextFlusher atomic.Uint64
 
 	// batchBufs holds buffers for writes that join several frames, so that
 	// no connection keeps one while it has nothing to write.
@@ -262,6 +267,9 @@ func New(deps Deps, opts Options) *Gateway {
 	}
 	for i := range g.buckets {
 		g.buckets[i] = make(map[*conn]struct{})
+	}
+	for range runtime.GOMAXPROCS(0) {
+		g.flushers = append(g.flushers, newFlusher())
 	}
 	if deps.Presence != nil {
 		g.presence = newPresenceTracker(g, deps.Presence)
@@ -313,6 +321,9 @@ func (g *Gateway) Run(ctx context.Context) {
 	wg.Go(func() { g.watchStore(ctx) })
 	if g.presence != nil {
 		wg.Go(func() { g.presence.run(ctx) })
+	}
+	for _, f := range g.flushers {
+		wg.Go(func() { f.run(ctx) })
 	}
 	if p, err := poller.New(); err != nil {
 		g.log.Info("idle connections keep a reading goroutine", "err", err)

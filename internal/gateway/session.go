@@ -77,6 +77,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		out:      outQueue{limit: g.opts.SendQueueBytes},
 		g:        g,
 		ws:       ws,
+		flusher:  g.flushers[g.nextFlusher.Add(1)%uint64(len(g.flushers))],
 		netConn:  hj.conn,
 		br:       hj.br,
 		sw:       hj.sw,

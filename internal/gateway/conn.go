@@ -183,9 +183,11 @@ func (c *conn) push(f hub.Frame) {
 // and has no writer; anything it could not write, or cannot write that way,
 // goes to a writer goroutine.
 //
-// Writing on the flusher's goroutine is safe under mu: a parked connection
-// has no reader that could write (answer a client's ping or close), and
-// while mu is held none starts, nor a writer, a close or a library ping.
+// While it writes it is the connection's writer (writing is set, so pushes
+// only queue and pings are left to it), but it does not hold mu: the hub's
+// fan-out must not wait for a write(2). The library orders its frames, and
+// the socketWriter its writes, with those of a reader or close that starts
+// meanwhile.
 func (c *conn) flushParked(inline bool) {
 	c.mu.Lock()
 	c.flushing = false
@@ -193,38 +195,47 @@ func (c *conn) flushParked(inline bool) {
 		c.mu.Unlock() // someone else writes, or there is nothing to
 		return
 	}
-	var batch []queued
-	var err error
-	pending := false
-	if inline && c.parked && !c.pinging {
-		batch = c.out.take(maxBatchBytes)
-		c.sw.collect()
-		err = c.writeMessage(batch)
-		var ferr error
-		pending, ferr = c.sw.flushNow(c.sock)
-		if err == nil {
-			err = ferr
-		}
-		c.wrote = true
-	}
-	start := err == nil && (pending || c.out.len() > 0)
-	if start {
+	if !inline || !c.parked || c.pinging {
 		c.writing = true
 		c.done.Add(1)
+		c.mu.Unlock()
+		go c.writeLoop()
+		return
+	}
+	batch := c.out.take(maxBatchBytes)
+	c.writing = true
+	c.done.Add(1)
+	c.mu.Unlock()
+
+	c.sw.collect()
+	err := c.writeMessage(batch)
+	pending, ferr := c.sw.flushNow(c.sock)
+	if err == nil {
+		err = ferr
+	}
+
+	c.mu.Lock()
+	c.wrote, c.retire = true, false
+	// More to write, a ping or a close that came meanwhile: a writer
+	// goroutine takes over.
+	more := pending || c.out.len() > 0 || c.pingDue || c.closeAfter != nil
+	if err != nil || !more {
+		c.writing = false
 	}
 	if err != nil {
 		c.closing = true // no new writer starts
 	}
 	c.mu.Unlock()
-	if err != nil {
+	switch {
+	case err != nil:
+		c.done.Done()
 		c.abort()
-		return
-	}
-	if batch != nil {
+	case more:
 		c.countWritten(batch)
-	}
-	if start {
-		go c.writeLoop()
+		go c.writeLoop() // inherits the done count
+	default:
+		c.countWritten(batch)
+		c.done.Done()
 	}
 }
 

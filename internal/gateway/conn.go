@@ -219,17 +219,14 @@ func (c *conn) flushParked(inline bool) {
 	// More to write, a ping or a close that came meanwhile: a writer
 	// goroutine takes over.
 	more := pending || c.out.len() > 0 || c.pingDue || c.closeAfter != nil
-	if err != nil || !more {
+	if err == nil && !more {
 		c.writing = false
-	}
-	if err != nil {
-		c.closing = true // no new writer starts
 	}
 	c.mu.Unlock()
 	switch {
 	case err != nil:
 		c.done.Done()
-		c.abort()
+		c.writeFailed(err)
 	case more:
 		c.countWritten(batch)
 		go c.writeLoop() // inherits the done count

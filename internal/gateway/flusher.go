@@ -11,7 +11,7 @@ import (
 // microsecond per delivery into waking, scheduling and parking each
 // connection's writer goroutine, around a write(2) of 6 us. A parked
 // connection (one nobody reads, see park) instead goes on a flusher's list,
-// and the flusher writes the lists' queues one after another without
+// and the flusher writes the queues on its list one after another without
 // waiting: a hub fan-out to 500 members wakes one goroutine, not 500. When
 // a flusher falls behind, a connection's queue holds several frames by its
 // turn and they go out as one message, as with a writer.

@@ -155,6 +155,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		PingInterval:     cfg.PingInterval,
 		PongTimeout:      cfg.PongTimeout,
 		WriteTimeout:     cfg.WriteTimeout,
+		WriteDelay:       cfg.WriteDelay,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Addr)

@@ -123,6 +123,9 @@ type Config struct {
 	PongTimeout time.Duration `env:"PARLEY_PONG_TIMEOUT" envDefault:"15s"`
 	// WriteTimeout bounds one write to a client.
 	WriteTimeout time.Duration `env:"PARLEY_WRITE_TIMEOUT" envDefault:"10s"`
+	// WriteDelay trades latency for CPU: messages to an idle client wait up
+	// to this long so that those arriving meanwhile share its write.
+	WriteDelay time.Duration `env:"PARLEY_WRITE_DELAY" envDefault:"0s"`
 	// ShutdownTimeout bounds the drain on SIGTERM.
 	ShutdownTimeout time.Duration `env:"PARLEY_SHUTDOWN_TIMEOUT" envDefault:"10s"`
 
@@ -282,6 +285,9 @@ func (c Config) check() error {
 	}
 	if c.SendRate <= 0 {
 		bad("PARLEY_SEND_RATE must be positive")
+	}
+	if c.WriteDelay < 0 || c.WriteDelay > time.Second {
+		bad("PARLEY_WRITE_DELAY must be between 0 and 1s")
 	}
 	if c.JoinHistory > 500 {
 		bad("PARLEY_JOIN_HISTORY must be at most 500")

@@ -216,12 +216,15 @@ func (c *conn) flushParked(inline bool) {
 
 	c.mu.Lock()
 	c.wrote, c.retire = true, false
-	// More to write, a ping or a close that came meanwhile: a writer
-	// goroutine takes over.
-	more := pending || c.out.len() > 0 || c.pingDue || c.closeAfter != nil
+	// What the socket did not take, a ping or a close that came meanwhile:
+	// a writer goroutine takes over. Messages that came meanwhile wait for
+	// the flusher's next round, with those that come until then.
+	more := pending || c.pingDue || c.closeAfter != nil
+	requeue := err == nil && !more && c.out.len() > 0
 	if err == nil && !more {
 		c.writing = false
 	}
+	c.flushing = requeue
 	c.mu.Unlock()
 	switch {
 	case err != nil:
@@ -233,6 +236,9 @@ func (c *conn) flushParked(inline bool) {
 	default:
 		c.countWritten(batch)
 		c.done.Done()
+		if requeue && !c.flusher.add(c) {
+			c.flushParked(false)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // A flusher writes the queues of parked connections that have no writer.
@@ -19,7 +20,13 @@ import (
 // It never waits on one client: the write does not block (see
 // conn.flushParked), and a connection whose socket cannot take all of it
 // gets a writer goroutine of its own for the rest.
+//
+// With a delay (PARLEY_WRITE_DELAY), a woken flusher waits that long before
+// it writes: every client's messages of the interval then share one write,
+// the lever for CPU per delivery when clients get a message every few
+// milliseconds (see docs/benchmarks.md).
 type flusher struct {
+	delay   time.Duration
 	mu      sync.Mutex
 	running bool // run is taking connections; add fails otherwise
 	dirty   []*conn
@@ -27,7 +34,9 @@ type flusher struct {
 	wake    chan struct{}
 }
 
-func newFlusher() *flusher { return &flusher{wake: make(chan struct{}, 1)} }
+func newFlusher(delay time.Duration) *flusher {
+	return &flusher{delay: delay, wake: make(chan struct{}, 1)}
+}
 
 // add puts c on the list; it reports false when the flusher is not running,
 // and the caller must then start c's writer.
@@ -55,19 +64,35 @@ func (f *flusher) run(ctx context.Context) {
 	f.mu.Lock()
 	f.running = true
 	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.running = false
+		left := f.dirty
+		f.dirty = nil
+		f.mu.Unlock()
+		for _, c := range left {
+			c.flushParked(false)
+		}
+	}()
+	var delay *time.Timer
+	if f.delay > 0 {
+		delay = time.NewTimer(f.delay)
+		delay.Stop()
+		defer delay.Stop()
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			f.mu.Lock()
-			f.running = false
-			left := f.dirty
-			f.dirty = nil
-			f.mu.Unlock()
-			for _, c := range left {
-				c.flushParked(false)
-			}
 			return
 		case <-f.wake:
+		}
+		if delay != nil {
+			delay.Reset(f.delay)
+			select {
+			case <-ctx.Done():
+				return
+			case <-delay.C:
+			}
 		}
 		f.mu.Lock()
 		list := f.dirty

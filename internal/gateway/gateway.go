@@ -126,6 +126,10 @@ type Options struct {
 	PingInterval    time.Duration
 	PongTimeout     time.Duration
 	WriteTimeout    time.Duration
+	// WriteDelay is how long a flusher waits, once woken, before it
+	// writes, so that the messages arriving meanwhile go out together: each
+	// client's in one write. 0, the default, writes at once.
+	WriteDelay time.Duration
 	// SendTimeout bounds storing one message.
 	SendTimeout time.Duration
 	// PublishTimeout bounds waiting for the broker's confirm of a stored
@@ -269,7 +273,7 @@ func New(deps Deps, opts Options) *Gateway {
 		g.buckets[i] = make(map[*conn]struct{})
 	}
 	for range runtime.GOMAXPROCS(0) {
-		g.flushers = append(g.flushers, newFlusher())
+		g.flushers = append(g.flushers, newFlusher(opts.WriteDelay))
 	}
 	if deps.Presence != nil {
 		g.presence = newPresenceTracker(g, deps.Presence)

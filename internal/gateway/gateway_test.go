@@ -1482,3 +1482,37 @@ func TestClientPingWakesAParkedConnection(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteDelayPutsAClientsMessagesInOneWrite(t *testing.T) {
+	g := newGateway(t, gateway.Options{WriteDelay: 300 * time.Millisecond})
+	reader := dial(t, g.URL, "reader")
+	join(t, reader, "general")
+	sender := dial(t, g.URL, "sender")
+	join(t, sender, "general")
+	waitGoroutines(t, readers) // the reader is parked: its flusher writes to it
+
+	const n = 5
+	for i := range n {
+		sendText(t, sender, "general", fmt.Sprint("m", i), fmt.Sprint(i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// Read the WebSocket messages themselves, not the frames in them.
+	var got []string
+	for len(got) < n {
+		_, data, err := reader.WS().Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.Contains(line, `"type":"message"`) {
+				lines = append(lines, line)
+			}
+		}
+		if len(lines) > 0 && len(lines) < n && len(got) == 0 {
+			t.Fatalf("first write carried %d of the %d messages sent at once: %s", len(lines), n, data)
+		}
+		got = append(got, lines...)
+	}
+}

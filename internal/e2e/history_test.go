@@ -421,15 +421,7 @@ func TestFlushedRoomStartsANewEpochAndResumeIsNotRecovered(t *testing.T) {
 	defer cancel()
 	const room, n = "ephemeral", 5
 
-	opt, err := redis.ParseURL(cluster.DefaultRedisURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("redis at %s: %v", cluster.DefaultRedisURL, err)
-	}
+	rdb := clusterRedis(ctx, t)
 
 	a := connectPeer(ctx, t, c.GatewayURL(0), "anna", guestKey(t))
 	b := connectPeer(ctx, t, c.GatewayURL(1), "bert", guestKey(t))

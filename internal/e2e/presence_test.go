@@ -250,10 +250,10 @@ func together(n int, f func(i int) error) error {
 	return nil
 }
 
-// presenceRedis connects to the cluster's Redis, to watch presence entries
-// that member lists do not show (a user's tabs). It fails the test when Redis
-// does not answer.
-func presenceRedis(ctx context.Context, t *testing.T) *redis.Client {
+// clusterRedis connects to the cluster's Redis, to look at what the clients
+// do not show (a user's presence entries, a room's keys). It fails the test
+// when Redis does not answer.
+func clusterRedis(ctx context.Context, t *testing.T) *redis.Client {
 	t.Helper()
 	opt, err := redis.ParseURL(cluster.DefaultRedisURL)
 	if err != nil {
@@ -516,7 +516,7 @@ func TestATwoTabUserIsOneMemberThroughClosesAndAQuickReconnect(t *testing.T) {
 	c := launchCluster(t, cluster.Options{Gateways: 3, Env: map[string]string{"PARLEY_PRESENCE_GRACE": grace.String()}})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	rdb := presenceRedis(ctx, t)
+	rdb := clusterRedis(ctx, t)
 	const room = "tabs"
 	key := guestKey(t)
 
@@ -693,7 +693,7 @@ func TestReconnectStormOf500ClientsSendsBatchedPresence(t *testing.T) {
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	rdb := presenceRedis(ctx, t)
+	rdb := clusterRedis(ctx, t)
 	const room = "stadium"
 
 	var observers []*peer

@@ -244,16 +244,26 @@ func (c *conn) ping(now time.Time) (slow func()) {
 	switch {
 	case c.closing || c.pingSent != 0 || c.pinging:
 		return nil
-	case c.parked && c.writing:
-		c.pingDue = true
-		c.wakeWriter()
-		return nil
 	case c.parked:
-		c.writePingLocked(now)
+		if c.pingParkedLocked(now) {
+			c.wakeWriter()
+		}
 		return nil
 	}
 	c.pinging = true
 	return c.libraryPing
+}
+
+// pingParkedLocked pings a parked connection: it writes the ping now, or,
+// while a writer runs, leaves it to the writer to write between its writes
+// and reports that the writer is to be woken.
+func (c *conn) pingParkedLocked(now time.Time) (wakeWriter bool) {
+	if c.writing {
+		c.pingDue = true
+		return true
+	}
+	c.writePingLocked(now)
+	return false
 }
 
 // writePingLocked writes a ping to the socket of a parked connection, which
@@ -348,10 +358,8 @@ func (c *conn) tick(now time.Time, pongTimeout time.Duration) (unresponsive bool
 		case !c.parked || c.closing:
 			// Being read again: the library pings it next time.
 			c.pingSent, c.pingOwed = 0, false
-		case c.writing:
-			c.pingDue = true
 		default:
-			c.writePingLocked(now)
+			c.pingParkedLocked(now)
 		}
 	}
 	unresponsive = c.pingSent != 0 && !c.closing && now.UnixNano()-c.pingSent > int64(pongTimeout)

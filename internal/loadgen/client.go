@@ -2,14 +2,14 @@ package loadgen
 
 import (
 	"bytes"
-	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
+	"sync"
 	"sync/atomic"
 
-	"github.com/coder/websocket"
+	"github.com/parleychat/parley/internal/wsframe"
 )
 
 // maxMessageBytes bounds one WebSocket message from a gateway (a batch of
@@ -19,22 +19,36 @@ const maxMessageBytes = 8 << 20
 // ackRing is how many send times a publisher remembers, to time acks.
 const ackRing = 4096
 
-// client is one connection. After the handshake its reader goroutine owns
-// everything but the atomics and ws (on which a publisher also writes).
+// client is one connection. After the handshake its read loop owns
+// everything but the atomics and the writing side, which publishers share
+// with it under wmu.
 type client struct {
 	s    *session
 	id   int
 	room int
-	ws   *websocket.Conn
 	pub  *publisher // nil unless the client publishes
 
-	joinSent int64 // when the join was sent; set before the reader starts
+	joinSent int64 // when the join was sent; set before reading starts
 
-	buf    []byte
-	base   int64 // the room's seq when the client joined
-	based  bool
-	seen   []uint64 // bit seq-base-1: that seq was delivered
-	maxSeq int64
+	pending []byte // the start of a frame whose end has not arrived yet
+	msg     []byte // a fragmented message's frames so far
+	inMsg   bool   // a fragmented message has begun
+	base    int64  // the room's seq when the client joined
+	based   bool
+	seen    []uint64 // bit seq-base-1: that seq was delivered
+	maxSeq  int64
+
+	wmu  sync.Mutex
+	conn wire   // under wmu for writing; Close may be called at any time
+	wbuf []byte // the frame being written, under wmu
+}
+
+// wire is a client's connection as its writers see it.
+type wire interface {
+	Write(b []byte) (int, error)
+	// Close ends the connection, making a blocked Write and the reading
+	// side fail; the descriptor itself is released when the session ends.
+	Close() error
 }
 
 // publisher is the publishing side of a client.
@@ -55,50 +69,82 @@ func (p *publisher) answered(step int) bool {
 	return p.acked[step].Load()+p.failed[step].Load() >= p.sent[step].Load()
 }
 
-// read handles the gateway's messages until the connection ends. It uses a
-// context that is never cancelled, so that the library sets no timer per
-// read: the session closes the connection to end it.
-func (c *client) read() {
-	ctx := context.Background()
-	for {
-		_, r, err := c.ws.Reader(ctx)
-		if err == nil {
-			err = c.readMessage(r)
-		}
-		if err != nil {
-			c.s.noteEnd(c, err)
-			return
-		}
-		c.handle(c.buf)
+// feed takes bytes read from the connection at now: complete frames are
+// handled and the start of an incomplete one is kept for the next call. An
+// error ends the connection.
+func (c *client) feed(b []byte, now int64) error {
+	data := b
+	if len(c.pending) > 0 {
+		c.pending = append(c.pending, b...)
+		data = c.pending
 	}
-}
-
-// readMessage reads one WebSocket message into c.buf, growing it as needed.
-func (c *client) readMessage(r io.Reader) error {
-	c.buf = c.buf[:0]
 	for {
-		if len(c.buf) == cap(c.buf) {
-			if cap(c.buf) >= maxMessageBytes {
-				return fmt.Errorf("message over %d bytes", maxMessageBytes)
-			}
-			c.buf = slices.Grow(c.buf, max(512, cap(c.buf)))
-		}
-		n, err := r.Read(c.buf[len(c.buf):cap(c.buf)])
-		c.buf = c.buf[:len(c.buf)+n]
-		if errors.Is(err, io.EOF) {
-			return nil
+		f, n, err := parseFrame(data)
+		if errors.Is(err, errIncomplete) {
+			break
 		}
 		if err != nil {
 			return err
 		}
+		data = data[n:]
+		if err := c.frame(f, now); err != nil {
+			return err
+		}
 	}
+	// data may overlap pending; append copies as memmove does.
+	c.pending = append(c.pending[:0], data...)
+	return nil
+}
+
+// frame takes one frame: data frames make up messages, pings are answered
+// and a close frame ends the connection.
+func (c *client) frame(f frame, now int64) error {
+	switch f.op {
+	case wsframe.OpText, wsframe.OpBinary, wsframe.OpContinuation:
+		if (f.op == wsframe.OpContinuation) != c.inMsg {
+			return errors.New("continuation frame out of place")
+		}
+		if f.fin && !c.inMsg {
+			c.handle(f.payload, now)
+			return nil
+		}
+		if len(c.msg)+len(f.payload) > maxMessageBytes {
+			return fmt.Errorf("message over %d bytes", maxMessageBytes)
+		}
+		c.msg, c.inMsg = append(c.msg, f.payload...), !f.fin
+		if f.fin {
+			c.handle(c.msg, now)
+			c.msg = c.msg[:0]
+		}
+		return nil
+	case wsframe.OpPing:
+		return c.write(wsframe.OpPong, f.payload)
+	case wsframe.OpPong:
+		return nil
+	case wsframe.OpClose:
+		code := 1005
+		if len(f.payload) >= 2 {
+			code = int(binary.BigEndian.Uint16(f.payload))
+		}
+		return closeError{code}
+	default:
+		return fmt.Errorf("frame with unknown opcode %d", f.op)
+	}
+}
+
+// write sends one frame; publishers and the read loop share the connection.
+func (c *client) write(op byte, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf = appendFrame(c.wbuf[:0], op, payload)
+	_, err := c.conn.Write(c.wbuf)
+	return err
 }
 
 // handle takes one WebSocket message: one frame or several separated by
 // '\n'.
-func (c *client) handle(data []byte) {
+func (c *client) handle(data []byte, now int64) {
 	s := c.s
-	now := s.now()
 	frames := int64(0)
 	var delivered [maxSteps]int32
 	got := false
@@ -244,9 +290,7 @@ func (p *publisher) send(step, k int, now int64) error {
 	p.frame = b
 	p.sentAt[k%ackRing].Store(now)
 	p.sent[step].Add(1)
-	// Never cancelled, for the same reason as in read: closing the
-	// connection ends a write that blocks.
-	if err := p.c.ws.Write(context.Background(), websocket.MessageText, b); err != nil {
+	if err := p.c.write(wsframe.OpText, b); err != nil {
 		p.sent[step].Add(-1)
 		return fmt.Errorf("publisher %d: %w", p.id, err)
 	}

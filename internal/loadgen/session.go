@@ -6,14 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/parleychat/parley/internal/wsframe"
 )
 
 // session is one run's connections and counters.
@@ -47,7 +46,7 @@ type session struct {
 	writeErrors        atomic.Int64
 
 	closing atomic.Bool
-	readers sync.WaitGroup
+	readers *readers // nil until connect
 
 	mu          sync.Mutex
 	errorCodes  map[string]int64
@@ -93,8 +92,9 @@ func (s *session) noteEnd(c *client, err error) {
 		return
 	}
 	code := "none"
-	if st := websocket.CloseStatus(err); st != -1 {
-		code = strconv.Itoa(int(st))
+	var ce closeError
+	if errors.As(err, &ce) {
+		code = strconv.Itoa(ce.code)
 	}
 	s.mu.Lock()
 	s.closeCodes[code]++
@@ -103,22 +103,21 @@ func (s *session) noteEnd(c *client, err error) {
 }
 
 // wsURL turns a gateway base URL into its /ws URL for guest client i.
-func wsURL(base string, i int) (string, error) {
+func wsURL(base string, i int) (*url.URL, error) {
 	u, err := url.Parse(base)
 	if err != nil {
-		return "", fmt.Errorf("gateway url %q: %w", base, err)
+		return nil, fmt.Errorf("gateway url %q: %w", base, err)
 	}
 	switch u.Scheme {
 	case "http", "ws":
 		u.Scheme = "ws"
-	case "https", "wss":
-		u.Scheme = "wss"
 	default:
-		return "", fmt.Errorf("gateway url %q: want http:// or ws://", base)
+		// Benchmarks run on loopback, where TLS would only measure TLS.
+		return nil, fmt.Errorf("gateway url %q: want http:// or ws://", base)
 	}
 	u.Path = "/ws"
 	u.RawQuery = "name=lg" + strconv.Itoa(i)
-	return u.String(), nil
+	return u, nil
 }
 
 // connect opens every client, DialConcurrency at a time, starts its reader
@@ -131,12 +130,13 @@ func (s *session) connect(ctx context.Context) (time.Duration, error) {
 			return 0, err
 		}
 	}
-	hc := &http.Client{Transport: &http.Transport{
-		// Handshakes are one-shot: every connection is hijacked.
-		MaxIdleConnsPerHost: -1,
-		DisableCompression:  true,
-	}}
-	defer hc.CloseIdleConnections()
+	r, err := newReaders(s)
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	s.readers = r
+	s.mu.Unlock()
 
 	sem := make(chan struct{}, s.cfg.DialConcurrency)
 	var wg sync.WaitGroup
@@ -150,7 +150,7 @@ func (s *session) connect(ctx context.Context) (time.Duration, error) {
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			s.open(ctx, hc, i)
+			s.open(ctx, i)
 		})
 	}
 	wg.Wait()
@@ -161,43 +161,48 @@ func (s *session) connect(ctx context.Context) (time.Duration, error) {
 	return took, ctx.Err()
 }
 
-// open connects client i, starts its reader and sends its join.
-func (s *session) open(ctx context.Context, hc *http.Client, i int) {
+// open connects client i, starts reading it and sends its join.
+func (s *session) open(ctx context.Context, i int) {
 	u, _ := wsURL(s.cfg.URLs[i%len(s.cfg.URLs)], i)
-	dctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	t0 := time.Now()
-	ws, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPClient: hc})
-	cancel()
+	conn, rest, err := dialWS(ctx, u, s.cfg.DialTimeout)
 	if err != nil {
-		s.mu.Lock()
-		s.dialErrors[shortError(err)]++
-		s.mu.Unlock()
+		s.dialFailed(err)
 		return
 	}
 	s.dial.Record(int64(time.Since(t0)))
-	ws.SetReadLimit(maxMessageBytes)
-	c := &client{s: s, id: i, room: i % s.cfg.Rooms, ws: ws}
+	c := &client{s: s, id: i, room: i % s.cfg.Rooms}
 	if i < s.cfg.Publishers {
 		c.pub = &publisher{c: c, id: i}
 	}
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
-		_ = ws.CloseNow()
+		_ = conn.Close()
+		return
+	}
+	c.joinSent = s.now()
+	if err := s.readers.add(c, conn, rest); err != nil {
+		s.mu.Unlock()
+		s.dialFailed(err)
 		return
 	}
 	s.clients = append(s.clients, c)
 	if c.pub != nil {
 		s.pubs = append(s.pubs, c.pub)
 	}
-	c.joinSent = s.now()
-	s.readers.Go(c.read)
 	s.mu.Unlock()
 	s.connected.Add(1)
 	frame := `{"type":"join","room":"` + s.rooms[c.room] + `"}`
-	if err := ws.Write(context.Background(), websocket.MessageText, []byte(frame)); err != nil {
+	if err := c.write(wsframe.OpText, []byte(frame)); err != nil {
 		s.noteEnd(c, err)
 	}
+}
+
+func (s *session) dialFailed(err error) {
+	s.mu.Lock()
+	s.dialErrors[shortError(err)]++
+	s.mu.Unlock()
 }
 
 // shortError names an error class for the report without addresses.
@@ -241,14 +246,19 @@ func (s *session) closeConns() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range s.clients {
-		_ = c.ws.CloseNow()
+		_ = c.conn.Close()
 	}
 }
 
-// close ends every connection and waits for the readers.
+// close ends every connection and its reading.
 func (s *session) close() {
 	s.closeConns()
-	s.readers.Wait()
+	s.mu.Lock()
+	r := s.readers
+	s.mu.Unlock()
+	if r != nil {
+		r.stop()
+	}
 }
 
 // publishStep runs one publish phase at rate for d: every publisher sends

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/parleychat/parley/internal/hub"
 )
 
 // TestSmallBuffersKeepBytesReadPastTheRequest: a client may send data right
@@ -61,31 +64,68 @@ func (w *writes) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func TestSocketWriterGathersAMessageIntoOneWrite(t *testing.T) {
+func newTestSocketWriter() (*socketWriter, *writes) {
 	conn := &writes{}
-	sw := &socketWriter{conn: conn, pool: &sync.Pool{New: func() any { return new(bytes.Buffer) }}}
-	bw := bufio.NewWriterSize(sw, writeBufSize)
+	return &socketWriter{conn: conn, pool: &sync.Pool{New: func() any { return new(bytes.Buffer) }}}, conn
+}
 
-	// As the library writes a frame: header, payload, flush. The payload is
-	// larger than the buffer, so bufio passes it on in two writes.
+func TestSocketWriterGathersAMessageIntoOneWrite(t *testing.T) {
+	sw, conn := newTestSocketWriter()
 	sw.collect()
-	_, _ = bw.Write([]byte("HDR"))
-	_, _ = bw.Write([]byte(strings.Repeat("p", 100)))
-	_ = bw.Flush()
+	long := strings.Repeat("p", 200)
+	if err := sw.text([]queued{{Frame: hub.Frame{Data: []byte("a")}}, {Frame: hub.Frame{Data: []byte(long)}}}); err != nil {
+		t.Fatal(err)
+	}
 	if len(conn.got) != 0 {
 		t.Fatalf("wrote %q while collecting", conn.got)
 	}
 	if err := sw.flush(); err != nil {
 		t.Fatal(err)
 	}
-	if want := "HDR" + strings.Repeat("p", 100); len(conn.got) != 1 || conn.got[0] != want {
+	// 202 bytes of payload take the 16-bit length.
+	if want := "\x81\x7e\x00\xca" + "a\n" + long; len(conn.got) != 1 || conn.got[0] != want {
+		t.Fatalf("got writes %q, want one of %q", conn.got, want)
+	}
+}
+
+// TestSocketWriterKeepsTheLibrarysFramesWhole: the library writes its
+// control frames through a 16-byte buffer, in pieces, and may do so while a
+// message is being written. Its frame must reach the socket whole, before
+// or after the message, never around it; and no message may follow its
+// close frame.
+func TestSocketWriterKeepsTheLibrarysFramesWhole(t *testing.T) {
+	sw, conn := newTestSocketWriter()
+	bw := bufio.NewWriterSize(sw, writeBufSize)
+	pong := append([]byte{0x8A, 20}, strings.Repeat("x", 20)...)
+
+	sw.collect()
+	_, _ = bw.Write(pong[:2]) // the header alone: bufio passes on 16 bytes
+	_, _ = bw.Write(pong[2:])
+	if err := sw.text([]queued{{Frame: hub.Frame{Data: []byte("msg")}}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = bw.Flush()
+	if err := sw.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if want := "\x81\x03msg" + string(pong); len(conn.got) != 1 || conn.got[0] != want {
 		t.Fatalf("got writes %q, want one of %q", conn.got, want)
 	}
 
-	// Outside a message (the library's control frames) it writes through.
-	_, _ = bw.Write([]byte("ping"))
+	// Outside a message the library's frames are written through, whole.
+	closeFrame := []byte{0x88, 2, 0x03, 0xE8}
+	_, _ = bw.Write(closeFrame[:3])
 	_ = bw.Flush()
-	if len(conn.got) != 2 || conn.got[1] != "ping" {
-		t.Fatalf("got writes %q, want the control frame written through", conn.got)
+	if len(conn.got) != 1 {
+		t.Fatalf("wrote half a frame: %q", conn.got[1:])
+	}
+	_, _ = bw.Write(closeFrame[3:])
+	_ = bw.Flush()
+	if len(conn.got) != 2 || conn.got[1] != string(closeFrame) {
+		t.Fatalf("got writes %q, want the close frame written through", conn.got)
+	}
+	sw.collect()
+	if err := sw.text([]queued{{Frame: hub.Frame{Data: []byte("late")}}}); !errors.Is(err, errClosedForMessages) {
+		t.Fatalf("a message after the close frame: %v", err)
 	}
 }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -107,10 +106,9 @@ type conn struct {
 
 	// wake tells a waiting writer that there is more to write.
 	wake chan struct{}
-	// writeCtx is never done: writes are bounded by the gateway's watchdog,
-	// which closes a connection whose write started (writeStart, Unix ns;
-	// 0 when not writing) longer than WriteTimeout ago.
-	writeCtx   context.Context
+	// writeStart is when the write in progress started, Unix ns (0 when
+	// not writing): writes are bounded by the gateway's watchdog, which
+	// closes a connection whose write started longer than WriteTimeout ago.
 	writeStart atomic.Int64
 
 	// done counts the writer and closer goroutines, so the handler can wait
@@ -208,7 +206,7 @@ func (c *conn) flushParked(inline bool) {
 	c.mu.Unlock()
 
 	c.sw.collect()
-	err := c.writeMessage(batch)
+	err := c.sw.text(batch)
 	pending, ferr := c.sw.flushNow(c.sock)
 	if err == nil {
 		err = ferr
@@ -344,28 +342,11 @@ func (c *conn) write(batch []queued) error {
 	c.writeStart.Store(time.Now().UnixNano())
 	defer c.writeStart.Store(0)
 	c.sw.collect()
-	err := c.writeMessage(batch)
+	err := c.sw.text(batch)
 	if ferr := c.sw.flush(); err == nil {
 		err = ferr
 	}
 	return err
-}
-
-// writeMessage hands the batch to the library as one message.
-func (c *conn) writeMessage(batch []queued) error {
-	if len(batch) == 1 {
-		return c.ws.Write(c.writeCtx, websocket.MessageText, batch[0].Data)
-	}
-	buf := c.g.batchBufs.Get().(*bytes.Buffer)
-	defer c.g.batchBufs.Put(buf)
-	buf.Reset()
-	for i, it := range batch {
-		if i > 0 {
-			buf.WriteByte('\n')
-		}
-		buf.Write(it.Data)
-	}
-	return c.ws.Write(c.writeCtx, websocket.MessageText, buf.Bytes())
 }
 
 // wakeWriter tells a waiting writer there is something to do.

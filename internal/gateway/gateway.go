@@ -235,8 +235,8 @@ type Gateway struct {
 	flushers    []*flusher
 	nextFlusher atomic.Uint64
 
-	// batchBufs holds buffers for writes that join several frames, so that
-	// no connection keeps one while it has nothing to write.
+	// batchBufs holds the buffers in which socketWriters gather messages,
+	// so that no connection keeps one while it has nothing to write.
 	batchBufs sync.Pool
 }
 

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/parleychat/parley/internal/wsframe"
 )
@@ -28,7 +29,8 @@ type client struct {
 	room int
 	pub  *publisher // nil unless the client publishes
 
-	joinSent int64 // when the join was sent; set before reading starts
+	joinSent  int64 // when the join was first sent; set before reading starts
+	joinTries int   // joins sent; the read loop's
 
 	pending []byte // the start of a frame whose end has not arrived yet
 	msg     []byte // a fragmented message's frames so far
@@ -253,14 +255,43 @@ func (c *client) ack(f []byte, now int64) {
 func (c *client) errorFrame(f []byte) {
 	code, _ := stringAfter(f, keyCode)
 	c.s.noteError(string(code))
+	ref, hasRef := stringAfter(f, keyRef)
+	if !hasRef && !c.based && string(code) == "unavailable" && c.joinTries < maxJoinTries {
+		c.retryJoin()
+		return
+	}
 	if c.pub == nil {
 		return
 	}
-	if ref, ok := stringAfter(f, keyRef); ok {
+	if hasRef {
 		if step, _, ok := parseClientMsgID(ref); ok && step < maxSteps {
 			c.pub.failed[step].Add(1)
 		}
 	}
+}
+
+// maxJoinTries bounds the joins a client sends when the gateway answers
+// "unavailable" (it could not read the room's history in time, as when
+// thousands of clients join at once on a starved machine).
+const maxJoinTries = 5
+
+// sendJoin sends the client's join.
+func (c *client) sendJoin() {
+	frame := `{"type":"join","room":"` + c.s.rooms[c.room] + `"}`
+	if err := c.write(wsframe.OpText, []byte(frame)); err != nil {
+		c.s.noteEnd(c, err)
+	}
+}
+
+// retryJoin sends the join again after a backoff, as a client is told to.
+func (c *client) retryJoin() {
+	c.joinTries++
+	c.s.joinRetries.Add(1)
+	time.AfterFunc(time.Duration(c.joinTries)*200*time.Millisecond, func() {
+		if !c.s.closing.Load() {
+			c.sendJoin()
+		}
+	})
 }
 
 func (c *client) joined(f []byte) {

@@ -26,6 +26,9 @@ func WriteSummary(w io.Writer, res *Result) error {
 	}
 	p("join", "%d joined, all %.2fs after the first handshake; join p50 %s p99 %s max %s",
 		res.Joined, res.JoinS, fmtMs(res.Join.P50), fmtMs(res.Join.P99), fmtMs(res.Join.Max))
+	if res.JoinRetries > 0 {
+		p("join retries", "%d joins sent again after the gateway answered unavailable", res.JoinRetries)
+	}
 	if len(res.PIDs) > 0 {
 		p("gateway RSS", "%.1f MB before, %.1f MB joined, %.1f MB at end: %.1f KB per connection; %d threads",
 			res.GatewayRSSBaseMB, res.GatewayRSSJoinedMB, res.GatewayRSSEndMB, res.RSSPerConnKB, res.GatewayThreads)

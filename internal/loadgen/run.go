@@ -32,6 +32,9 @@ type Result struct {
 	ConnectPS  float64          `json:"connects_per_s"`
 	Dial       Summary          `json:"dial"`
 	Joined     int64            `json:"joined"`
+	// JoinRetries counts joins sent again after the gateway answered
+	// "unavailable".
+	JoinRetries int64 `json:"join_retries,omitempty"`
 	// JoinS is from the first handshake until every client had joined;
 	// Join times each client's join, from sending it to "joined".
 	JoinS float64 `json:"all_joined_s"`
@@ -166,7 +169,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	setPhase("join")
 	err = s.awaitJoins(ctx)
-	res.Joined, res.Join = s.joined.Load(), s.join.Summary()
+	res.Joined, res.Join, res.JoinRetries = s.joined.Load(), s.join.Summary(), s.joinRetries.Load()
 	res.JoinS = time.Since(res.Started).Seconds()
 	if err != nil {
 		return res, fmt.Errorf("loadgen: join: %w", err)

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/parleychat/parley/internal/wsframe"
 )
 
 // session is one run's connections and counters.
@@ -34,6 +32,7 @@ type session struct {
 	gapFrames, gapped  atomic.Int64 // gap frames, and the messages they stand for
 	connected          atomic.Int64
 	joined             atomic.Int64
+	joinRetries        atomic.Int64
 	lastDelivery       atomic.Int64
 	latency            Histogram // the current step's end-to-end latency
 	window             Histogram // the same, for the last progress second
@@ -181,7 +180,7 @@ func (s *session) open(ctx context.Context, i int) {
 		_ = conn.Close()
 		return
 	}
-	c.joinSent = s.now()
+	c.joinSent, c.joinTries = s.now(), 1
 	if err := s.readers.add(c, conn, rest); err != nil {
 		s.mu.Unlock()
 		s.dialFailed(err)
@@ -193,10 +192,7 @@ func (s *session) open(ctx context.Context, i int) {
 	}
 	s.mu.Unlock()
 	s.connected.Add(1)
-	frame := `{"type":"join","room":"` + s.rooms[c.room] + `"}`
-	if err := c.write(wsframe.OpText, []byte(frame)); err != nil {
-		s.noteEnd(c, err)
-	}
+	c.sendJoin()
 }
 
 func (s *session) dialFailed(err error) {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/parleychat/parley/internal/wsframe"
 )
 
@@ -127,5 +129,40 @@ func TestDialRefusesAFailedUpgrade(t *testing.T) {
 	}
 	if _, err := wsURL("https://127.0.0.1:1", 0); err == nil {
 		t.Fatal("https URL accepted")
+	}
+}
+
+// TestClientJoinsAgainWhenTheGatewayIsUnavailable: a gateway that cannot
+// read a room's history answers a join with "unavailable" and the client is
+// to join again, as the generator's clients do.
+func TestClientJoinsAgainWhenTheGatewayIsUnavailable(t *testing.T) {
+	joins := make(chan int, 8)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		for n := 1; ; n++ {
+			if _, _, err := ws.Read(r.Context()); err != nil {
+				return
+			}
+			joins <- n
+			reply := `{"type":"error","code":"unavailable","message":"room history is unavailable; join again"}`
+			if n == 3 {
+				reply = `{"type":"joined","room":"r","epoch":"e","seq":0,"messages":[]}`
+			}
+			if err := ws.Write(r.Context(), websocket.MessageText, []byte(reply)); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	res, err := Run(t.Context(), Config{Name: "retry", URLs: []string{srv.URL}, Clients: 1, Hold: time.Millisecond, JoinTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Joined != 1 || res.JoinRetries != 2 || len(joins) != 3 {
+		t.Fatalf("joined %d after %d retries and %d joins; want 1 after 2 and 3", res.Joined, res.JoinRetries, len(joins))
 	}
 }

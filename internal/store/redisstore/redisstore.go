@@ -71,7 +71,13 @@ type Config struct {
 // Store is a store.Store on Redis. All methods are safe for concurrent use;
 // one Store (and its connection pool) serves a whole gateway.
 type Store struct {
-	rdb      *redis.Client
+	rdb *redis.Client
+	// probe is a connection of its own for Ping. A gateway's health check
+	// asks whether Redis answers; through the shared pool it would also
+	// wait for a free connection, and when thousands of clients join at
+	// once that wait alone passed the check's 500 ms and made the gateway
+	// refuse joins while Redis was answering in microseconds.
+	probe    *redis.Client
 	prefix   string
 	roomsKey string
 	ret      store.Retention
@@ -106,8 +112,11 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
+	probeOpt := *rdb.Options()
+	probeOpt.PoolSize, probeOpt.MinIdleConns, probeOpt.MaxIdleConns = 1, 0, 1
 	s := &Store{
 		rdb:          rdb,
+		probe:        redis.NewClient(&probeOpt),
 		prefix:       prefix,
 		roomsKey:     prefix + "rooms",
 		ret:          cfg.Retention.WithDefaults(),
@@ -116,7 +125,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		readScript:   redis.NewScript(retainedLua + readLua),
 	}
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
-		_ = s.rdb.Close()
+		_ = s.Close()
 		return nil, fmt.Errorf("redisstore: ping %s: %w", rdb.Options().Addr, err)
 	}
 	return s, nil
@@ -163,15 +172,17 @@ func (s *Store) Client() *redis.Client { return s.rdb }
 
 // Close closes the connections to Redis. The Store must not be used after.
 func (s *Store) Close() error {
-	if err := s.rdb.Close(); err != nil {
+	err := errors.Join(s.rdb.Close(), s.probe.Close())
+	if err != nil {
 		return fmt.Errorf("redisstore: close: %w", err)
 	}
 	return nil
 }
 
-// Ping implements store.Store; /readyz uses it.
+// Ping implements store.Store; /readyz and the gateway's store watchdog use
+// it. It goes over a connection of its own (see Store.probe).
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.rdb.Ping(ctx).Err(); err != nil {
+	if err := s.probe.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("redisstore: ping: %w", err)
 	}
 	return nil

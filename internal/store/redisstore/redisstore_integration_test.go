@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -502,6 +504,40 @@ func TestCallerDeadline(t *testing.T) {
 		t.Errorf("Append took %v with a 200ms deadline", took)
 	}
 	px.kill()
+}
+
+// TestPingDoesNotWaitForTheBusyPool: with every pooled connection busy (as
+// when thousands of clients join at once), Ping still answers as soon as
+// Redis does.
+func TestPingDoesNotWaitForTheBusyPool(t *testing.T) {
+	admin := newAdmin(t)
+	prefix := uniquePrefix(t, admin)
+	u, err := url.Parse(testenv.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("pool_size", "2")
+	u.RawQuery = q.Encode()
+	s := openStore(t, Config{URL: u.String(), Prefix: prefix})
+	// Two blocking pops on a key nobody pushes to hold both connections.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for range 2 {
+		wg.Go(func() { _ = s.rdb.BLPop(context.Background(), 2*time.Second, prefix+"nothing").Err() })
+	}
+	deadline := time.Now().Add(time.Second)
+	for strings.Count(admin.ClientList(context.Background()).Val(), "cmd=blpop") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the blocking pops did not start")
+		}
+		runtime.Gosched()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping with the pool busy: %v", err)
+	}
 }
 
 // BenchmarkRedis runs the shared store benchmarks against the test Redis.

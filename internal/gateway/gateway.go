@@ -235,6 +235,10 @@ type Gateway struct {
 	flushers    []*flusher
 	nextFlusher atomic.Uint64
 
+	// accepted counts the connections registered so far and written the
+	// WebSocket messages written, for releaseAfterStorms.
+	accepted, written atomic.Int64
+
 	// batchBufs holds the buffers in which socketWriters gather messages,
 	// so that no connection keeps one while it has nothing to write.
 	batchBufs sync.Pool
@@ -290,6 +294,7 @@ func (g *Gateway) register(c *conn) bool {
 	}
 	b := g.next % len(g.buckets)
 	g.next++
+	g.accepted.Add(1)
 	g.conns[c] = b
 	g.buckets[b][c] = struct{}{}
 	g.handlers.Add(1)
@@ -323,6 +328,7 @@ func (g *Gateway) Run(ctx context.Context) {
 	wg.Go(func() { g.republish(ctx) })
 	wg.Go(func() { g.watchBroker(ctx) })
 	wg.Go(func() { g.watchStore(ctx) })
+	wg.Go(func() { g.releaseAfterStorms(ctx) })
 	if g.presence != nil {
 		wg.Go(func() { g.presence.run(ctx) })
 	}

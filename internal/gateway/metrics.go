@@ -29,6 +29,9 @@ type metrics struct {
 	// clientRTT and clientDelivery are what clients report they see.
 	clientRTT      prometheus.Histogram
 	clientDelivery prometheus.Histogram
+	// memoryReleases counts connection storms whose memory was returned
+	// to the system (see releaseAfterStorms).
+	memoryReleases prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -66,6 +69,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_errors_total", Help: "Error frames sent to clients, by code.",
 		}, []string{"code"}),
+		memoryReleases: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_memory_releases_total", Help: "Times the gateway returned a connection storm's memory to the system once the storm was over.",
+		}),
 		slowClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_slow_clients_closed_total", Help: "Clients closed with 1013 because their send queue was full.",
 		}),
@@ -108,7 +114,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	})
 	reg.MustRegister(m.clientRTT, m.clientDelivery)
 	reg.MustRegister(m.connections, m.joins, m.framesIn, m.framesOut, m.messagesOut, m.sends, m.sendSeconds,
-		m.confirmSeconds, m.publishDeferred, m.errors, m.slowClosed, m.deadClosed, m.abuseClosed, m.backpressure, m.presenceFrames, m.storeErrors, m.brokerDegraded, m.brokerRecovered, m.pingRTT)
+		m.confirmSeconds, m.publishDeferred, m.errors, m.slowClosed, m.deadClosed, m.abuseClosed, m.backpressure, m.presenceFrames, m.storeErrors, m.brokerDegraded, m.brokerRecovered, m.pingRTT, m.memoryReleases)
 	return m
 }
 

@@ -97,6 +97,9 @@ func (w *socketWriter) Write(p []byte) (int, error) {
 	for {
 		n, op := frameLen(w.lib)
 		if n == 0 {
+			if len(w.lib) == 0 {
+				w.lib = nil // control frames are rare; idle connections keep no buffer
+			}
 			return len(p), nil
 		}
 		if op == wsframe.OpClose {

@@ -112,8 +112,12 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
+	// Pings are sequential, so the probe's pool holds one connection; its
+	// size is left as the main pool's because go-redis stops dialling for a
+	// second once as many dials as the pool size have failed, and a pool
+	// of one would then notice Redis back up to a second late.
 	probeOpt := *rdb.Options()
-	probeOpt.PoolSize, probeOpt.MinIdleConns, probeOpt.MaxIdleConns = 1, 0, 1
+	probeOpt.MinIdleConns, probeOpt.MaxIdleConns = 0, 1
 	s := &Store{
 		rdb:          rdb,
 		probe:        redis.NewClient(&probeOpt),

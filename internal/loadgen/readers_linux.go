@@ -63,10 +63,9 @@ func newReaders(s *session) (*readers, error) {
 	return r, nil
 }
 
-// add makes conn c's connection: it takes the socket from Go's own poller,
-// handles rest (bytes read with the handshake) and starts watching it.
+// take makes conn c's connection: it takes the socket from Go's own poller.
 // conn is closed in any case.
-func (r *readers) add(c *client, conn net.Conn, rest []byte) error {
+func (r *readers) take(c *client, conn net.Conn) error {
 	fd, err := takeFD(conn)
 	if err != nil {
 		return err
@@ -75,22 +74,32 @@ func (r *readers) add(c *client, conn net.Conn, rest []byte) error {
 	c.conn = k
 	r.mu.Lock()
 	r.socks = append(r.socks, k)
-	l := r.loops[r.next%len(r.loops)]
-	r.next++
 	r.mu.Unlock()
+	return nil
+}
+
+// watch handles rest (bytes read with the handshake) and starts reading c's
+// connection. The caller must not hold the session's lock: handling a frame
+// may take it.
+func (r *readers) watch(c *client, rest []byte) error {
+	k := c.conn.(*sock)
 	if len(rest) > 0 {
 		if err := c.feed(rest, r.s.now()); err != nil {
 			_ = k.Close()
 			return err
 		}
 	}
+	r.mu.Lock()
+	l := r.loops[r.next%len(r.loops)]
+	r.next++
+	r.mu.Unlock()
 	l.mu.Lock()
-	l.conns[int32(fd)] = c
+	l.conns[int32(k.fd)] = c
 	l.mu.Unlock()
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(k.fd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, k.fd, &ev); err != nil {
 		l.mu.Lock()
-		delete(l.conns, int32(fd))
+		delete(l.conns, int32(k.fd))
 		l.mu.Unlock()
 		_ = k.Close()
 		return fmt.Errorf("epoll_ctl: %w", err)

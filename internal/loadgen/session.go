@@ -174,16 +174,15 @@ func (s *session) open(ctx context.Context, i int) {
 	if i < s.cfg.Publishers {
 		c.pub = &publisher{c: c, id: i}
 	}
+	c.joinSent, c.joinTries = s.now(), 1
+	if err := s.readers.take(c, conn); err != nil {
+		s.dialFailed(err)
+		return
+	}
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
-		_ = conn.Close()
-		return
-	}
-	c.joinSent, c.joinTries = s.now(), 1
-	if err := s.readers.add(c, conn, rest); err != nil {
-		s.mu.Unlock()
-		s.dialFailed(err)
+		_ = c.conn.Close()
 		return
 	}
 	s.clients = append(s.clients, c)
@@ -191,6 +190,10 @@ func (s *session) open(ctx context.Context, i int) {
 		s.pubs = append(s.pubs, c.pub)
 	}
 	s.mu.Unlock()
+	if err := s.readers.watch(c, rest); err != nil {
+		s.noteEnd(c, err)
+		return
+	}
 	s.connected.Add(1)
 	c.sendJoin()
 }

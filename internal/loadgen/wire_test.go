@@ -1,9 +1,14 @@
 package loadgen
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -165,4 +170,69 @@ func TestClientJoinsAgainWhenTheGatewayIsUnavailable(t *testing.T) {
 	if res.Joined != 1 || res.JoinRetries != 2 || len(joins) != 3 {
 		t.Fatalf("joined %d after %d retries and %d joins; want 1 after 2 and 3", res.Joined, res.JoinRetries, len(joins))
 	}
+}
+
+// TestFramesSentWithTheUpgradeAreHandled: a gateway may send frames right
+// behind its 101 response, so that the generator reads them with the
+// handshake. Here the first is an "unavailable" for the join the client
+// has not sent yet, which makes it join again: handling it must not wait
+// on the session it is being set up in.
+func TestFramesSentWithTheUpgradeAreHandled(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	served := make(chan error, 1)
+	go func() { served <- serveRawGateway(ln) }()
+	res, err := Run(t.Context(), Config{Name: "rest", URLs: []string{"http://" + ln.Addr().String()}, Clients: 1, Hold: time.Millisecond, JoinTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Joined != 1 || res.JoinRetries != 1 {
+		t.Fatalf("joined %d after %d retries; want 1 after 1", res.Joined, res.JoinRetries)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serveRawGateway upgrades one connection, writing an error frame in the
+// same write as its 101, and answers the joins that follow: the first is
+// ignored (the early error stood for it), the second gets "joined".
+func serveRawGateway(ln net.Listener) error {
+	conn, err := ln.Accept()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return err
+	}
+	sum := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + acceptGUID))
+	early := serverFrame(true, wsframe.OpText, []byte(`{"type":"error","code":"unavailable","message":"join again"}`))
+	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+		base64.StdEncoding.EncodeToString(sum[:]) + "\r\n\r\n" + string(early)
+	if _, err := io.WriteString(conn, resp); err != nil {
+		return err
+	}
+	for joins := 1; joins <= 2; joins++ {
+		var head [14]byte
+		if _, err := io.ReadFull(br, head[:2]); err != nil {
+			return err
+		}
+		n := int(head[1] & 0x7F) // joins are short
+		if _, err := io.ReadFull(br, make([]byte, 4+n)); err != nil {
+			return err
+		}
+	}
+	joined := serverFrame(true, wsframe.OpText, []byte(`{"type":"joined","room":"r","epoch":"e","seq":0,"messages":[]}`))
+	if _, err := conn.Write(joined); err != nil {
+		return err
+	}
+	// Until the generator closes the connection.
+	_, _ = io.Copy(io.Discard, br)
+	return nil
 }

@@ -14,9 +14,9 @@ import (
 // the storm's peak while its connections sit idle. Once a storm is over and
 // the gateway is quiet, it collects and returns that memory at once: the
 // collection and the return stall allocation for a moment, which a busy
-// gateway would feel in its latency (W1's p99 rose by a third when the
-// release came during its publishing), and a busy gateway's heap is in use
-// anyway. In the benchmark's
+// gateway would feel in its latency (with a release allowed during W1's
+// publishing, its p99.9 was 72-76 ms against 50-54), and a busy gateway's
+// heap is in use anyway. In the benchmark's
 // IDLE workload this is the difference between 12-15 KB and about 11 KB of
 // RSS per idle connection, depending on how fast the clients came (see
 // docs/benchmarks.md); the collection costs one full GC of the live heap,

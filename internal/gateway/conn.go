@@ -321,7 +321,6 @@ func (c *conn) writeFailed(err error) {
 
 // countWritten counts a written batch in the metrics and statistics.
 func (c *conn) countWritten(batch []queued) {
-	c.g.written.Add(1)
 	c.g.metrics.framesOut.Inc()
 	c.g.metrics.messagesOut.Add(float64(len(batch)))
 	if c.g.stats != nil {

@@ -235,9 +235,9 @@ type Gateway struct {
 	flushers    []*flusher
 	nextFlusher atomic.Uint64
 
-	// accepted counts the connections registered so far and written the
-	// WebSocket messages written, for releaseAfterStorms.
-	accepted, written atomic.Int64
+	// accepted counts the connections registered so far, for
+	// releaseAfterStorms.
+	accepted atomic.Int64
 
 	// batchBufs holds the buffers in which socketWriters gather messages,
 	// so that no connection keeps one while it has nothing to write.

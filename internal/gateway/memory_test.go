@@ -1,6 +1,10 @@
 package gateway
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 func TestStormWatchReleasesOnceAStormIsOverAndAllIsQuiet(t *testing.T) {
 	var w stormWatch
@@ -34,5 +38,15 @@ func TestStormWatchReleasesOnceAStormIsOverAndAllIsQuiet(t *testing.T) {
 	// Once per storm.
 	if second(0, 0) || second(0, 0) {
 		t.Fatal("released twice for one storm")
+	}
+}
+
+func TestMessagesWrittenReadsTheMetric(t *testing.T) {
+	g := &Gateway{metrics: newMetrics(prometheus.NewRegistry())}
+	for range 3 {
+		g.metrics.framesOut.Inc()
+	}
+	if n := g.messagesWritten(); n != 3 {
+		t.Fatalf("messagesWritten() = %d after 3 writes", n)
 	}
 }

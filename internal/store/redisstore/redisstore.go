@@ -112,15 +112,20 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	// Pings are sequential, so the probe's pool holds one connection; its
+	// The probe is a client of its own, built from the URL (a copy of a
+	// client's Options shares state with it; go-redis complained of that at
+	// start). Pings are sequential, so its pool holds one connection; its
 	// size is left as the main pool's because go-redis stops dialling for a
-	// second once as many dials as the pool size have failed, and a pool
-	// of one would then notice Redis back up to a second late.
-	probeOpt := *rdb.Options()
-	probeOpt.MinIdleConns, probeOpt.MaxIdleConns = 0, 1
+	// second once as many dials as the pool size have failed, and a pool of
+	// one would then notice Redis back up to a second late.
+	probe, err := NewClient(cfg.URL)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redisstore: %w", err)
+	}
 	s := &Store{
 		rdb:          rdb,
-		probe:        redis.NewClient(&probeOpt),
+		probe:        probe,
 		prefix:       prefix,
 		roomsKey:     prefix + "rooms",
 		ret:          cfg.Retention.WithDefaults(),

@@ -370,7 +370,7 @@ func (h *Hub) repair(ctx context.Context, r *room) {
 			r.mu.Unlock()
 			return
 		}
-		after := r.last
+		after, heldBefore := r.last, r.firstHeldLocked()
 		r.mu.Unlock()
 
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -383,7 +383,7 @@ func (h *Hub) repair(ctx context.Context, r *room) {
 			r.mu.Unlock()
 			return
 		}
-		r.fill(h, page)
+		r.fill(h, page, heldBefore)
 		if len(page.Messages) < h.cfg.RepairBatch {
 			return
 		}

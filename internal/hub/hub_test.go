@@ -444,3 +444,74 @@ func TestBodyWithTwoRoomsGoesWhereItDecodes(t *testing.T) {
 		t.Fatalf("general got %v; the message is other's", got)
 	}
 }
+
+// pausedHistory reads the store and reports each read; the first one then
+// waits before handing its page back, which lets a test deliver messages while
+// a repair read is under way.
+type pausedHistory struct {
+	hub.History
+	reads   chan struct{}
+	release chan struct{}
+	paused  atomic.Bool
+}
+
+func (p *pausedHistory) After(ctx context.Context, room string, after int64, limit int) (store.Page, error) {
+	page, err := p.History.After(ctx, room, after, limit)
+	select {
+	case p.reads <- struct{}{}:
+	case <-ctx.Done():
+		return page, err
+	}
+	if p.paused.CompareAndSwap(false, true) {
+		select {
+		case <-p.release:
+		case <-ctx.Done():
+		}
+	}
+	return page, err
+}
+
+// A repair read that found nothing after last says nothing about a message
+// that was stored, and held, after it: the hole before that message may be
+// stored too, and must not be skipped.
+func TestEmptyRepairReadKeepsHoleOpenForLaterMessages(t *testing.T) {
+	st := store.NewMemory(store.Retention{}, nil)
+	hist := &pausedHistory{History: st, reads: make(chan struct{}), release: make(chan struct{})}
+	h := hub.New(hub.Config{RepairDelay: time.Minute, TailCheck: time.Minute}, hist, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	add := func() protocol.Message {
+		msg, _, err := st.Append(ctx, protocol.Message{Room: "general", User: protocol.User{ID: "u"}, Text: "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	}
+
+	m := newMember()
+	h.Subscribe("general", m).Start(joinedFrame("general"), "", 0)
+	h.Deliver(protocol.EncodeMessage(add()))
+	m.waitFor(t, 2)
+
+	h.Nudge("general")
+	<-hist.reads // the store had nothing after seq 1
+	second, third := add(), add()
+	h.Deliver(protocol.EncodeMessage(third)) // early: held
+	hist.release <- struct{}{}
+	// Run repairs one room at a time: a second read means the first page
+	// has been taken.
+	h.Nudge("general")
+	<-hist.reads
+	h.Deliver(protocol.EncodeMessage(second))
+	if got, want := m.waitFor(t, 4), []int64{0, 1, 2, 3}; !equal(got, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+}

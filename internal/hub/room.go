@@ -141,8 +141,18 @@ func (r *room) broadcast(data []byte) {
 	}
 }
 
-// fill takes a page the repair read from the store.
-func (r *room) fill(h *Hub, page store.Page) {
+// firstHeldLocked returns the lowest held seq, or 0 when nothing is held.
+func (r *room) firstHeldLocked() int64 {
+	if len(r.held) == 0 {
+		return 0
+	}
+	return slices.Min(slices.Collect(maps.Keys(r.held)))
+}
+
+// fill takes a page the repair read from the store. heldBefore is the lowest
+// seq the room held when the read began (0 if none): only messages held then
+// were surely in the store when it was read.
+func (r *room) fill(h *Hub, page store.Page, heldBefore int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.gone || !r.based {
@@ -173,10 +183,13 @@ func (r *room) fill(h *Hub, page store.Page) {
 	for _, m := range msgs {
 		r.offerLocked(h, m.Seq, m.Epoch, protocol.EncodeMessage(m))
 	}
-	if len(msgs) == 0 && len(r.held) > 0 {
-		// Held messages came from the broker, so the store had them; if it
-		// has nothing after last now, they aged out. Emit what is held.
-		r.last = slices.Min(slices.Collect(maps.Keys(r.held))) - 1
+	if len(msgs) == 0 && heldBefore > r.last+1 {
+		// Messages held before the read came from the broker, so the store
+		// had them; if it had nothing after last, the hole aged out: emit
+		// from the first of them. Not from one that arrived during the read:
+		// the store may have taken it, and the hole's messages, after the
+		// read, and skipping to it would lose them.
+		r.last = heldBefore - 1
 		r.drainHeldLocked(h)
 	}
 	if len(r.held) > 0 {

@@ -152,17 +152,13 @@ func (p *process) reapGroup() error {
 // reads /proc, so it works on Linux only; tests use it to check that nothing
 // outlives a Cluster.
 func GroupMembers(pgid int) ([]int, error) {
-	entries, err := os.ReadDir("/proc")
+	all, err := PIDs()
 	if err != nil {
-		return nil, fmt.Errorf("list processes: %w", err)
+		return nil, err
 	}
 	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+	for _, pid := range all {
+		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 		if err != nil {
 			continue // gone meanwhile
 		}
@@ -178,6 +174,22 @@ func GroupMembers(pgid int) ([]int, error) {
 			continue
 		}
 		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// PIDs returns the ids of the processes running now, from /proc (Linux only).
+// Any of them may be gone by the time the caller reads its files.
+func PIDs() ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	var pids []int
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
 			pids = append(pids, pid)
 		}
 	}

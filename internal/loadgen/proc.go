@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/parleychat/parley/internal/cluster"
 )
 
 // userHZ is the unit of the CPU times in /proc/<pid>/stat: USER_HZ, which
@@ -114,17 +116,13 @@ func sumRSS(ss []ProcSample) int64 {
 // (/proc/<pid>/comm) is one of names. cmd/parley-bench uses it to find the
 // machine's RabbitMQ and Redis, whose CPU it reports beside the gateways'.
 func FindProcs(names ...string) ([]int, error) {
-	entries, err := os.ReadDir("/proc")
+	all, err := cluster.PIDs()
 	if err != nil {
-		return nil, fmt.Errorf("list processes: %w", err)
+		return nil, err
 	}
 	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		comm, err := os.ReadFile("/proc/" + e.Name() + "/comm")
+	for _, pid := range all {
+		comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 		if err != nil {
 			continue
 		}

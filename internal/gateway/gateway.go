@@ -212,10 +212,10 @@ type Gateway struct {
 	// watchBroker).
 	degraded    atomic.Bool
 	unannounced chan unannounced
-	// storeDown is true while the store does not answer its pings (see
+	// storeHealth says whether the store answers its pings (see
 	// watchStore); store work then fails at once instead of each request
 	// waiting out the store's timeouts one after another.
-	storeDown atomic.Bool
+	storeHealth *storeHealth
 
 	mu      sync.Mutex
 	conns   map[*conn]int // -> ping bucket
@@ -252,23 +252,24 @@ func New(deps Deps, opts Options) *Gateway {
 	// pinged, so pings are spread evenly instead of arriving all at once.
 	nb := max(1, int(opts.PingInterval/time.Second))
 	g := &Gateway{
-		opts:     opts,
-		log:      deps.Logger,
-		hub:      deps.Hub,
-		store:    deps.Store,
-		broker:   deps.Broker,
-		auth:     deps.Auth,
-		web:      deps.Web,
-		reg:      deps.Registry,
-		metrics:  newMetrics(deps.Registry),
-		stats:    deps.Stats,
-		statsAPI: deps.StatsAPI,
-		ctx:      ctx,
-		cancel:   cancel,
-		conns:    make(map[*conn]int),
-		perIP:    make(map[netip.Addr]int),
-		perUser:  make(map[string]int),
-		buckets:  make([]map[*conn]struct{}, nb),
+		opts:        opts,
+		log:         deps.Logger,
+		hub:         deps.Hub,
+		store:       deps.Store,
+		broker:      deps.Broker,
+		auth:        deps.Auth,
+		web:         deps.Web,
+		reg:         deps.Registry,
+		metrics:     newMetrics(deps.Registry),
+		stats:       deps.Stats,
+		statsAPI:    deps.StatsAPI,
+		storeHealth: newStoreHealth(),
+		ctx:         ctx,
+		cancel:      cancel,
+		conns:       make(map[*conn]int),
+		perIP:       make(map[netip.Addr]int),
+		perUser:     make(map[string]int),
+		buckets:     make([]map[*conn]struct{}, nb),
 
 		unannounced: make(chan unannounced, republishQueue),
 		batchBufs:   sync.Pool{New: func() any { return new(bytes.Buffer) }},
@@ -466,13 +467,12 @@ func (g *Gateway) Drain(ctx context.Context) error {
 // again, since the first attempt may have failed between store and broker;
 // members drop the repeat by its seq.
 func (g *Gateway) post(ctx context.Context, m protocol.Message) (protocol.Ack, error) {
-	if err := g.storeUsable(); err != nil {
+	sctx, done, err := g.storeHealth.work(ctx, g.opts.SendTimeout)
+	if err != nil {
 		return protocol.Ack{}, err
 	}
-	sctx, cancel := context.WithTimeout(ctx, g.opts.SendTimeout)
-	defer cancel()
 	stored, _, err := g.store.Append(sctx, m)
-	if err != nil {
+	if err = done(err); err != nil {
 		g.storeFailed("append", err)
 		return protocol.Ack{}, fmt.Errorf("store message: %w", err)
 	}
@@ -541,18 +541,6 @@ func (g *Gateway) republish(ctx context.Context) {
 	}
 }
 
-// errStoreDown is returned for store work while the store is known not to
-// answer.
-var errStoreDown = errors.New("store is not answering")
-
-// storeUsable returns errStoreDown while the store is known not to answer.
-func (g *Gateway) storeUsable() error {
-	if g.storeDown.Load() {
-		return errStoreDown
-	}
-	return nil
-}
-
 // storeFailed counts a failed store operation and marks the store down when
 // err says it did not answer in time, so that the requests queued behind
 // this one fail at once; the next successful ping (watchStore) clears it.
@@ -564,7 +552,7 @@ func (g *Gateway) storeFailed(op string, err error) {
 	g.metrics.storeErrors.WithLabelValues(op).Inc()
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
-		if !g.storeDown.Swap(true) {
+		if g.storeHealth.set(true) {
 			g.log.Warn("store not answering; failing store work at once until it does", "err", err)
 		}
 	}
@@ -576,7 +564,7 @@ const (
 	storePingTimeout = 500 * time.Millisecond
 )
 
-// watchStore pings the store and keeps storeDown up to date.
+// watchStore pings the store and keeps storeHealth up to date.
 func (g *Gateway) watchStore(ctx context.Context) {
 	t := time.NewTicker(storePingEvery)
 	defer t.Stop()
@@ -593,7 +581,7 @@ func (g *Gateway) watchStore(ctx context.Context) {
 			return
 		}
 		down := err != nil
-		if g.storeDown.Swap(down) != down {
+		if g.storeHealth.set(down) {
 			g.log.Info("store state changed", "down", down, "err", err)
 		}
 	}

@@ -294,12 +294,12 @@ func (c *conn) join(req protocol.Request) {
 
 // loadJoin reads what a join answers with: the newest messages, or for a
 // resume everything after "since" that fits in one frame.
-func (g *Gateway) loadJoin(ctx context.Context, req protocol.Request) (protocol.Joined, error) {
-	if err := g.storeUsable(); err != nil {
+func (g *Gateway) loadJoin(ctx context.Context, req protocol.Request) (_ protocol.Joined, err error) {
+	ctx, done, err := g.storeHealth.work(ctx, g.opts.StoreTimeout)
+	if err != nil {
 		return protocol.Joined{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, g.opts.StoreTimeout)
-	defer cancel()
+	defer func() { err = done(err) }()
 	if req.HasSince {
 		page, err := g.store.After(ctx, req.Room, req.Since, resumePage)
 		if err != nil {
@@ -551,14 +551,12 @@ func (c *conn) history(req protocol.Request) {
 		c.reject(protocol.Errorf(protocol.CodeNotJoined, "join the room before asking for its history"), req.Room)
 		return
 	}
-	if err := c.g.storeUsable(); err != nil {
+	ctx, done, err := c.g.storeHealth.work(c.ctx, c.g.opts.StoreTimeout)
+	if err != nil {
 		c.fail(protocol.CodeUnavailable, "room history is unavailable; try again", "", req.Room)
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, c.g.opts.StoreTimeout)
-	defer cancel()
 	var page store.Page
-	var err error
 	budget := c.g.replyBudget()
 	switch {
 	case req.HasBefore:
@@ -571,7 +569,7 @@ func (c *conn) history(req protocol.Request) {
 		page, err = c.g.store.Recent(ctx, req.Room, req.Limit)
 		page.Messages, _ = fitNewest(page.Messages, budget)
 	}
-	if err != nil {
+	if err = done(err); err != nil {
 		c.g.storeFailed("read", err)
 		c.g.log.Warn("history read failed", "room", req.Room, "err", err)
 		c.fail(protocol.CodeUnavailable, "room history is unavailable; try again", "", req.Room)

@@ -18,11 +18,10 @@ import (
 // collection and the return stall allocation for a moment, which a busy
 // gateway would feel in its latency (with a release allowed during W1's
 // publishing, its p99.9 was 72-76 ms against 50-54), and a busy gateway's
-// heap is in use anyway. In the benchmark's
-// IDLE workload this is the difference between 12-15 KB and about 11 KB of
-// RSS per idle connection, depending on how fast the clients came (see
-// docs/benchmarks.md); the collection costs one full GC of the live heap,
-// once per storm.
+// heap is in use anyway. In the benchmark's IDLE workload it took RSS per
+// idle connection from 12.1-15.0 KB (more the faster the clients came) to
+// 8.4-8.7 KB (see docs/benchmarks.md); the collection costs one full GC of
+// the live heap, once per storm.
 const (
 	// stormAccepts is how many connections within a second make a storm.
 	stormAccepts = 200

@@ -112,12 +112,13 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	// The probe is a client of its own, built from the URL (a copy of a
-	// client's Options shares state with it; go-redis complained of that at
-	// start). Pings are sequential, so its pool holds one connection; its
-	// size is left as the main pool's because go-redis stops dialling for a
-	// second once as many dials as the pool size have failed, and a pool of
-	// one would then notice Redis back up to a second late.
+	// The probe is built from the URL, not from a copy of rdb's Options,
+	// which would share state with rdb (go-redis complained of that at
+	// start). Only the watchdog's and /readyz's pings use it, so it holds a
+	// connection or two; its pool size is nonetheless the main pool's,
+	// because go-redis stops dialling for a second once as many dials as
+	// the pool size have failed, and a pool of one would then notice Redis
+	// back up to a second late.
 	probe, err := NewClient(cfg.URL)
 	if err != nil {
 		_ = rdb.Close()

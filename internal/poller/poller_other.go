@@ -42,3 +42,30 @@ func (s *Socket) Write(b []byte) (int, error) { return 0, ErrUnsupported }
 
 // WaitReadable returns false.
 func (s *Socket) WaitReadable(d time.Duration) bool { return false }
+
+// Batch is not available on this system; see NewBatch.
+type Batch struct{}
+
+// NewBatch returns ErrUnsupported.
+func NewBatch(size int) (*Batch, error) { return nil, ErrUnsupported }
+
+// Len returns 0.
+func (b *Batch) Len() int { return 0 }
+
+// Cap returns 0.
+func (b *Batch) Cap() int { return 0 }
+
+// Add does nothing.
+func (b *Batch) Add(s *Socket, p []byte) int { return 0 }
+
+// Write returns ErrUnsupported.
+func (b *Batch) Write() error { return ErrUnsupported }
+
+// Result returns ErrUnsupported.
+func (b *Batch) Result(i int) (int, error) { return 0, ErrUnsupported }
+
+// Reset does nothing.
+func (b *Batch) Reset() {}
+
+// Close does nothing.
+func (b *Batch) Close() {}

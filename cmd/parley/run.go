@@ -156,6 +156,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		PongTimeout:      cfg.PongTimeout,
 		WriteTimeout:     cfg.WriteTimeout,
 		WriteDelay:       cfg.WriteDelay,
+		NoBatchWrites:    !cfg.BatchWrites,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Addr)

@@ -126,6 +126,9 @@ type Config struct {
 	// WriteDelay trades latency for CPU: messages to an idle client wait up
 	// to this long so that those arriving meanwhile share its write.
 	WriteDelay time.Duration `env:"PARLEY_WRITE_DELAY" envDefault:"0s"`
+	// BatchWrites lets a gateway write a message to many clients with one
+	// system call (io_uring) where the kernel allows it.
+	BatchWrites bool `env:"PARLEY_BATCH_WRITES" envDefault:"true"`
 	// ShutdownTimeout bounds the drain on SIGTERM.
 	ShutdownTimeout time.Duration `env:"PARLEY_SHUTDOWN_TIMEOUT" envDefault:"10s"`
 

@@ -177,9 +177,21 @@ func (w *socketWriter) flush() error {
 // waiting. The rest stays gathered, and pending reports so: it is for flush,
 // and writes meanwhile are gathered behind it.
 func (w *socketWriter) flushNow(s *poller.Socket) (pending bool, err error) {
+	return w.wrote(s.Write(w.hold()))
+}
+
+// hold locks the writer for a write that another goroutine makes (a
+// flusher's batch) and returns what was gathered; wrote takes the outcome
+// and unlocks. The bytes must not change in between: the library's frames
+// wait meanwhile.
+func (w *socketWriter) hold() []byte {
 	w.mu.Lock()
+	return w.buf.Bytes()
+}
+
+// wrote finishes a write of what hold returned, as flushNow does.
+func (w *socketWriter) wrote(n int, err error) (pending bool, _ error) {
 	defer w.mu.Unlock()
-	n, err := s.Write(w.buf.Bytes())
 	if errors.Is(err, poller.ErrWouldBlock) {
 		n, err = 0, nil
 	}

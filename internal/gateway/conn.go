@@ -187,31 +187,47 @@ func (c *conn) push(f hub.Frame) {
 // the socketWriter its writes, with those of a reader or close that starts
 // meanwhile.
 func (c *conn) flushParked(inline bool) {
+	batch, ok, err := c.beginFlush(inline)
+	if !ok {
+		return
+	}
+	pending := false
+	if err == nil {
+		pending, err = c.sw.flushNow(c.sock)
+	}
+	c.endFlush(batch, pending, err)
+}
+
+// beginFlush is flushParked up to the write: it reports whether there is a
+// write to make, and if so has gathered the batch it takes from the queue
+// (or failed to, with err). The caller must then write what the
+// socketWriter gathered and call endFlush.
+func (c *conn) beginFlush(inline bool) (batch []queued, ok bool, err error) {
 	c.mu.Lock()
 	c.flushing = false
 	if c.writing || c.closing || c.out.len() == 0 {
 		c.mu.Unlock() // someone else writes, or there is nothing to
-		return
+		return nil, false, nil
 	}
 	if !inline || !c.parked || c.pinging {
 		c.writing = true
 		c.done.Add(1)
 		c.mu.Unlock()
 		go c.writeLoop()
-		return
+		return nil, false, nil
 	}
-	batch := c.out.take(maxBatchBytes)
+	batch = c.out.take(maxBatchBytes)
 	c.writing = true
 	c.done.Add(1)
 	c.mu.Unlock()
 
 	c.sw.collect()
-	err := c.sw.text(batch)
-	pending, ferr := c.sw.flushNow(c.sock)
-	if err == nil {
-		err = ferr
-	}
+	return batch, true, c.sw.text(batch)
+}
 
+// endFlush finishes a flush once its write was made: pending says the
+// socket did not take all of it.
+func (c *conn) endFlush(batch []queued, pending bool, err error) {
 	c.mu.Lock()
 	c.wrote, c.retire = true, false
 	// What the socket did not take, a ping or a close that came meanwhile:

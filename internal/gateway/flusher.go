@@ -2,9 +2,14 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleychat/parley/internal/poller"
 )
 
 // A flusher writes the queues of parked connections that have no writer.
@@ -26,8 +31,14 @@ import (
 // it writes: every client's messages of the interval then share one write,
 // the lever for CPU per delivery when clients get a message every few
 // milliseconds (see docs/benchmarks.md).
+//
+// With a poller.Batch (io_uring), it writes up to yieldEvery sockets with one
+// system call rather than one each: about 6% less CPU per delivery at W1
+// (docs/benchmarks.md).
 type flusher struct {
 	delay   time.Duration
+	log     *slog.Logger
+	batched prometheus.Counter // writes made through a poller.Batch
 	mu      sync.Mutex
 	running bool // run is taking connections; add fails otherwise
 	dirty   []*conn
@@ -36,11 +47,12 @@ type flusher struct {
 }
 
 // yieldEvery is how many connections a flusher writes between letting other
-// goroutines run: about 0.3 ms of writes at 10 us each.
+// goroutines run, about 0.3 ms of writes at 10 us each, and so how many
+// sockets one batch writes.
 const yieldEvery = 32
 
-func newFlusher(delay time.Duration) *flusher {
-	return &flusher{delay: delay, wake: make(chan struct{}, 1)}
+func newFlusher(delay time.Duration, log *slog.Logger, batched prometheus.Counter) *flusher {
+	return &flusher{delay: delay, log: log, batched: batched, wake: make(chan struct{}, 1)}
 }
 
 // add puts c on the list; it reports false when the flusher is not running,
@@ -64,12 +76,15 @@ func (f *flusher) add(c *conn) bool {
 }
 
 // run flushes connections until ctx ends; those still listed then get
-// writers.
-func (f *flusher) run(ctx context.Context) {
+// writers. batch, if not nil, is the flusher's to write with and to close.
+func (f *flusher) run(ctx context.Context, batch *poller.Batch) {
 	f.mu.Lock()
 	f.running = true
 	f.mu.Unlock()
 	defer func() {
+		if batch != nil {
+			batch.Close()
+		}
 		f.mu.Lock()
 		f.running = false
 		left := f.dirty
@@ -103,10 +118,17 @@ func (f *flusher) run(ctx context.Context) {
 		list := f.dirty
 		f.dirty = f.spare[:0]
 		f.mu.Unlock()
-		for i, c := range list {
-			c.flushParked(true)
-			list[i] = nil
-			if i%yieldEvery == yieldEvery-1 {
+		for i := 0; i < len(list); i += yieldEvery {
+			chunk := list[i:min(i+yieldEvery, len(list))]
+			if batch != nil {
+				batch = f.writeBatch(chunk, batch)
+			} else {
+				for _, c := range chunk {
+					c.flushParked(true)
+				}
+			}
+			clear(chunk)
+			if len(chunk) == yieldEvery {
 				// Writes do not give the processor up (see
 				// poller.Socket.Write), and a pass to thousands of
 				// members takes milliseconds: let the broker's reader
@@ -118,4 +140,53 @@ func (f *flusher) run(ctx context.Context) {
 		}
 		f.spare = list[:0]
 	}
+}
+
+// flushWrite is one connection's part of a batch.
+type flushWrite struct {
+	c     *conn
+	batch []queued
+	index int   // in the poller.Batch
+	err   error // gathering it failed; nothing to write
+}
+
+// writeBatch flushes chunk as flushParked would, writing all of it with one
+// system call. It returns batch, or nil once the ring failed: the flusher
+// then writes socket by socket, and what the failed batch did not write
+// goes to writer goroutines.
+func (f *flusher) writeBatch(chunk []*conn, batch *poller.Batch) *poller.Batch {
+	var buf [yieldEvery]flushWrite
+	writes := buf[:0]
+	for _, c := range chunk {
+		b, ok, err := c.beginFlush(true)
+		if !ok {
+			continue
+		}
+		w := flushWrite{c: c, batch: b, err: err}
+		if err == nil {
+			w.index = batch.Add(c.sock, c.sw.hold())
+		}
+		writes = append(writes, w)
+	}
+	werr := batch.Write()
+	if werr == nil {
+		f.batched.Add(float64(batch.Len()))
+	}
+	for _, w := range writes {
+		pending, err := false, w.err
+		if err == nil {
+			n, rerr := 0, error(nil)
+			if werr == nil {
+				n, rerr = batch.Result(w.index)
+			}
+			pending, err = w.c.sw.wrote(n, rerr)
+		}
+		w.c.endFlush(w.batch, pending, err)
+	}
+	batch.Reset()
+	if werr != nil {
+		f.log.Error("batched writes failed; writing socket by socket from now on", "err", werr)
+		return nil
+	}
+	return batch
 }

@@ -130,6 +130,10 @@ type Options struct {
 	// writes, so that the messages arriving meanwhile go out together: each
 	// client's in one write. 0, the default, writes at once.
 	WriteDelay time.Duration
+	// NoBatchWrites makes the flushers write socket by socket. By default
+	// they write many sockets with one system call (io_uring) where the
+	// kernel allows it, and socket by socket where it refuses.
+	NoBatchWrites bool
 	// SendTimeout bounds storing one message.
 	SendTimeout time.Duration
 	// PublishTimeout bounds waiting for the broker's confirm of a stored
@@ -278,7 +282,7 @@ func New(deps Deps, opts Options) *Gateway {
 		g.buckets[i] = make(map[*conn]struct{})
 	}
 	for range runtime.GOMAXPROCS(0) {
-		g.flushers = append(g.flushers, newFlusher(opts.WriteDelay))
+		g.flushers = append(g.flushers, newFlusher(opts.WriteDelay, g.log, g.metrics.batchedWrites))
 	}
 	if deps.Presence != nil {
 		g.presence = newPresenceTracker(g, deps.Presence)
@@ -314,6 +318,28 @@ func (g *Gateway) unregister(c *conn) {
 	}
 }
 
+// writeBatches returns a poller.Batch for each flusher, or nils with
+// NoBatchWrites or when the kernel refuses io_uring (as Docker's default
+// seccomp profile makes it do).
+func (g *Gateway) writeBatches() []*poller.Batch {
+	batches := make([]*poller.Batch, len(g.flushers))
+	if g.opts.NoBatchWrites {
+		return batches
+	}
+	for i := range batches {
+		b, err := poller.NewBatch(yieldEvery)
+		if err != nil {
+			g.log.Info("flushers write socket by socket", "err", err)
+			for _, b := range batches[:i] {
+				b.Close()
+			}
+			return make([]*poller.Batch, len(g.flushers))
+		}
+		batches[i] = b
+	}
+	return batches
+}
+
 // Connections returns how many clients are connected.
 func (g *Gateway) Connections() int {
 	g.mu.Lock()
@@ -333,8 +359,9 @@ func (g *Gateway) Run(ctx context.Context) {
 	if g.presence != nil {
 		wg.Go(func() { g.presence.run(ctx) })
 	}
-	for _, f := range g.flushers {
-		wg.Go(func() { f.run(ctx) })
+	batches := g.writeBatches()
+	for i, f := range g.flushers {
+		wg.Go(func() { f.run(ctx, batches[i]) })
 	}
 	if p, err := poller.New(); err != nil {
 		g.log.Info("idle connections keep a reading goroutine", "err", err)

@@ -1516,3 +1516,50 @@ func TestWriteDelayPutsAClientsMessagesInOneWrite(t *testing.T) {
 		got = append(got, lines...)
 	}
 }
+
+// TestFlushersWriteParkedClientsInBatches sends to parked clients with and
+// without batched writes: every client gets every message in order either
+// way, and only the default makes its writes through io_uring, which the
+// machines this suite runs on allow.
+func TestFlushersWriteParkedClientsInBatches(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		opts    gateway.Options
+		batched bool
+	}{
+		{"batched", gateway.Options{}, true},
+		{"socket by socket", gateway.Options{NoBatchWrites: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGateway(t, tc.opts)
+			var members []*client.Conn
+			for i := range 40 { // more than one batch
+				c := dial(t, g.URL, fmt.Sprint("member", i))
+				join(t, c, "general")
+				members = append(members, c)
+			}
+			sender := dial(t, g.URL, "sender")
+			join(t, sender, "general")
+			waitGoroutines(t, readers) // parked: the flushers write to them
+
+			const n = 3
+			for i := range n {
+				sendText(t, sender, "general", fmt.Sprint("m", i), fmt.Sprint(i))
+			}
+			for _, c := range members {
+				for i := range n {
+					if f := next(t, c, protocol.TypeMessage); f.Text != fmt.Sprint("m", i) {
+						t.Fatalf("got %s, want m%d", f.Raw, i)
+					}
+				}
+			}
+			got := metric(t, g.URL, "parley_batched_writes_total")
+			if tc.batched && got < float64(len(members)) {
+				t.Fatalf("parley_batched_writes_total %v, want at least one write to each of the %d members", got, len(members))
+			}
+			if !tc.batched && got != 0 {
+				t.Fatalf("parley_batched_writes_total %v with NoBatchWrites, want 0", got)
+			}
+		})
+	}
+}

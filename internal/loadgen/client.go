@@ -39,6 +39,9 @@ type client struct {
 	based   bool
 	seen    []uint64 // bit seq-base-1: that seq was delivered
 	maxSeq  int64
+	// arrived is when the bytes being fed reached the socket, by the
+	// kernel's receive timestamp on the session's clock; 0 when unknown.
+	arrived int64
 
 	wmu  sync.Mutex
 	conn wire   // under wmu for writing; Close may be called at any time
@@ -226,6 +229,9 @@ func (c *client) message(f []byte, now int64) (int, bool) {
 	lat := now - st.sent
 	s.latency.Record(lat)
 	s.window.Record(lat)
+	if c.arrived > 0 {
+		s.arrival.Record(c.arrived - st.sent)
+	}
 	return int(st.step), true
 }
 

@@ -46,6 +46,10 @@ func TestRunDeliversEverythingOnce(t *testing.T) {
 	if st.Latency.N != uint64(st.Delivered) || st.Latency.P50 <= 0 || st.Latency.Max < st.Latency.P99 {
 		t.Fatalf("latency %+v", st.Latency)
 	}
+	// Every delivery reaches its socket before the generator reads it.
+	if st.Arrival.N != st.Latency.N || st.Arrival.P50 <= 0 || st.Arrival.P50 > st.Latency.P50 || st.Arrival.Max > st.Latency.Max {
+		t.Fatalf("arrival %+v against latency %+v", st.Arrival, st.Latency)
+	}
 	if st.FramesPS < st.DeliveriesPS || st.WSMessagesPS <= 0 {
 		t.Fatalf("frames/s %.0f, deliveries/s %.0f, ws messages/s %.0f", st.FramesPS, st.DeliveriesPS, st.WSMessagesPS)
 	}

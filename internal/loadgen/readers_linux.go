@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -140,13 +142,18 @@ func takeFD(conn net.Conn) (int, error) {
 		_ = unix.Close(fd)
 		return -1, fmt.Errorf("take descriptor: %w", err)
 	}
+	// Reads then say when their bytes arrived (see receiver).
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		_ = unix.Close(fd)
+		return -1, fmt.Errorf("take descriptor: SO_TIMESTAMPNS: %w", err)
+	}
 	return fd, nil
 }
 
 // run reads l's connections until stop.
 func (r *readers) run(l *readLoop) {
 	events := make([]unix.EpollEvent, 256)
-	buf := make([]byte, 64<<10)
+	rc := newReceiver(64 << 10)
 	for {
 		n, err := unix.EpollWait(l.epfd, events, -1)
 		if errors.Is(err, unix.EINTR) {
@@ -166,7 +173,7 @@ func (r *readers) run(l *readLoop) {
 			if c == nil {
 				continue
 			}
-			if err := r.drain(c, buf); err != nil {
+			if err := r.drain(c, rc); err != nil {
 				r.s.noteEnd(c, err)
 				k := c.conn.(*sock)
 				_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, k.fd, nil)
@@ -181,27 +188,92 @@ func (r *readers) run(l *readLoop) {
 
 // drain reads what c's socket has until a read comes back short: with an
 // edge-triggered socket, whatever arrives after it is reported again.
-func (r *readers) drain(c *client, buf []byte) error {
+func (r *readers) drain(c *client, rc *receiver) error {
 	fd := c.conn.(*sock).fd
 	for {
-		n, err := unix.Read(fd, buf)
+		n, stamp, err := rc.read(fd)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
 			return nil
-		case errors.Is(err, unix.EINTR):
-			continue
 		case err != nil:
 			return err
 		case n == 0:
 			return io.EOF
 		}
-		if err := c.feed(buf[:n], r.s.now()); err != nil {
+		t := time.Now()
+		now := int64(t.Sub(r.s.clock))
+		c.arrived = 0
+		if stamp > 0 {
+			// The stamp's age on the wall clock, taken off the session's
+			// monotonic clock: both readings come from one time.Now.
+			c.arrived = now - max(t.UnixNano()-stamp, 0)
+		}
+		if err := c.feed(rc.buf[:n], now); err != nil {
 			return err
 		}
-		if n < len(buf) {
+		if n < len(rc.buf) {
 			return nil
 		}
 	}
+}
+
+// receiver reads a socket with recvmsg(2) for the kernel's receive
+// timestamp (SO_TIMESTAMPNS): on a loopback socket the time the gateway's
+// write delivered the bytes, before the generator got a processor to read
+// them. For TCP it is the timestamp of the last segment read, so messages
+// that arrived earlier in the same read look younger than they are, never
+// older. One receiver serves one loop, whose buffers it reuses.
+type receiver struct {
+	buf []byte
+	oob []byte
+	iov unix.Iovec
+	msg unix.Msghdr
+}
+
+func newReceiver(size int) *receiver {
+	rc := &receiver{buf: make([]byte, size), oob: make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{}))))}
+	rc.iov.Base = &rc.buf[0]
+	rc.iov.SetLen(size)
+	rc.msg.Iov = &rc.iov
+	rc.msg.SetIovlen(1)
+	return rc
+}
+
+// read reads into rc.buf and returns the byte count and the arrival stamp
+// (Unix nanoseconds; 0 if the kernel gave none).
+func (rc *receiver) read(fd int) (int, int64, error) {
+	for {
+		rc.msg.Control = &rc.oob[0]
+		rc.msg.SetControllen(len(rc.oob))
+		rc.msg.Flags = 0
+		n, _, errno := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&rc.msg)), 0)
+		switch errno {
+		case 0:
+			return int(n), rc.stamp(), nil
+		case unix.EINTR:
+			continue
+		default:
+			return 0, 0, errno
+		}
+	}
+}
+
+// stamp finds the SCM_TIMESTAMPNS message among the control messages the
+// last read returned.
+func (rc *receiver) stamp() int64 {
+	b := rc.oob[:rc.msg.Controllen]
+	for len(b) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+		if h.Len < unix.SizeofCmsghdr || int(h.Len) > len(b) {
+			return 0
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && int(h.Len) >= unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{}))) {
+			ts := (*unix.Timespec)(unsafe.Pointer(&b[unix.CmsgLen(0)]))
+			return ts.Nano()
+		}
+		b = b[min(unix.CmsgSpace(int(h.Len)-unix.CmsgLen(0)), len(b)):]
+	}
+	return 0
 }
 
 // stop ends the loops and closes every descriptor. The session has shut

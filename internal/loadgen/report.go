@@ -56,6 +56,8 @@ func WriteSummary(w io.Writer, res *Result) error {
 		p("latency", "p50 %s p90 %s p99 %s p99.9 %s max %s (mean %s)",
 			fmtMs(st.Latency.P50), fmtMs(st.Latency.P90), fmtMs(st.Latency.P99), fmtMs(st.Latency.P999),
 			fmtMs(st.Latency.Max), fmtMs(st.Latency.Mean))
+		p("arrival", "p50 %s p90 %s p99 %s max %s (send to the kernel's receive timestamp on the generator's socket)",
+			fmtMs(st.Arrival.P50), fmtMs(st.Arrival.P90), fmtMs(st.Arrival.P99), fmtMs(st.Arrival.Max))
 		p("ack latency", "p50 %s p99 %s max %s", fmtMs(st.AckLatency.P50), fmtMs(st.AckLatency.P99), fmtMs(st.AckLatency.Max))
 		p("CPU", "gateways %.2fs (%.0f%% of a core), %.2f us per delivery; +RabbitMQ/Redis %.2f us; generator %.2fs, %.2f us per delivery",
 			st.GatewayCPUS, st.GatewayCPUPct, st.CPUPerDelivUS, st.ServerPerDelivU, st.GeneratorCPUS, st.GenPerDelivUS)
@@ -118,6 +120,8 @@ func metrics() []metric {
 		stepMetric("p90_ms", func(s Step) float64 { return ms(s.Latency.P90) }),
 		stepMetric("p99_ms", func(s Step) float64 { return ms(s.Latency.P99) }),
 		stepMetric("max_ms", func(s Step) float64 { return ms(s.Latency.Max) }),
+		stepMetric("arrival_p50_ms", func(s Step) float64 { return ms(s.Arrival.P50) }),
+		stepMetric("arrival_p99_ms", func(s Step) float64 { return ms(s.Arrival.P99) }),
 		stepMetric("ack_p99_ms", func(s Step) float64 { return ms(s.AckLatency.P99) }),
 		stepMetric("late_sends", func(s Step) float64 { return float64(s.Late) }),
 		stepMetric("gw_cpu_pct", func(s Step) float64 { return s.GatewayCPUPct }),

@@ -103,12 +103,16 @@ type Step struct {
 	Reordered  int64   `json:"reordered"`
 
 	// Rates over the phase, from its start to its last delivery.
-	WindowS         float64 `json:"window_s"`
-	DeliveriesPS    float64 `json:"deliveries_per_s"`
-	WSMessagesPS    float64 `json:"ws_messages_per_s"`
-	FramesPS        float64 `json:"frames_per_s"`
-	FramesPerWSMsg  float64 `json:"frames_per_ws_message"`
-	Latency         Summary `json:"latency"`
+	WindowS        float64 `json:"window_s"`
+	DeliveriesPS   float64 `json:"deliveries_per_s"`
+	WSMessagesPS   float64 `json:"ws_messages_per_s"`
+	FramesPS       float64 `json:"frames_per_s"`
+	FramesPerWSMsg float64 `json:"frames_per_ws_message"`
+	Latency        Summary `json:"latency"`
+	// Arrival is latency up to the kernel's receive timestamp on the
+	// generator's socket rather than the generator's read: the difference
+	// is the generator waiting for a processor it shares with the gateways.
+	Arrival         Summary `json:"arrival"`
 	AckLatency      Summary `json:"ack_latency"`
 	GatewayCPUS     float64 `json:"gw_cpu_s"`
 	GatewayCPUPct   float64 `json:"gw_cpu_pct"`
@@ -258,6 +262,7 @@ func (s *session) runStep(ctx context.Context, step int, rate float64) (Step, er
 	cfg := s.cfg
 	members := s.snapshotMembers()
 	s.latency.Reset()
+	s.arrival.Reset()
 	s.ackLatency.Reset()
 	s.lag.Reset()
 	s.late.Store(0)
@@ -316,7 +321,7 @@ func (s *session) runStep(ctx context.Context, step int, rate float64) (Step, er
 	if ws > 0 {
 		st.FramesPerWSMsg = float64(frames) / float64(ws)
 	}
-	st.Latency, st.AckLatency = s.latency.Summary(), s.ackLatency.Summary()
+	st.Latency, st.Arrival, st.AckLatency = s.latency.Summary(), s.arrival.Summary(), s.ackLatency.Summary()
 	gwCPU := sumCPU(gw1) - sumCPU(gw0)
 	infraCPU := sumCPU(infra1) - sumCPU(infra0)
 	st.GatewayCPUS, st.InfraCPUS = gwCPU.Seconds(), infraCPU.Seconds()

@@ -35,14 +35,17 @@ type session struct {
 	joinRetries        atomic.Int64
 	lastDelivery       atomic.Int64
 	latency            Histogram // the current step's end-to-end latency
-	window             Histogram // the same, for the last progress second
-	ackLatency         Histogram
-	dial               Histogram
-	join               Histogram // from sending join to "joined"
-	lag                Histogram // how late sends were, against their schedule
-	late               atomic.Int64
-	skipped            atomic.Int64 // sends dropped from the schedule at the hard stop
-	writeErrors        atomic.Int64
+	// arrival is the same up to the message's arrival at the generator's
+	// socket, which excludes the generator's own wait for a processor.
+	arrival     Histogram
+	window      Histogram // the same, for the last progress second
+	ackLatency  Histogram
+	dial        Histogram
+	join        Histogram // from sending join to "joined"
+	lag         Histogram // how late sends were, against their schedule
+	late        atomic.Int64
+	skipped     atomic.Int64 // sends dropped from the schedule at the hard stop
+	writeErrors atomic.Int64
 
 	closing atomic.Bool
 	readers *readers // nil until connect

@@ -191,17 +191,18 @@ func (c *conn) flushParked(inline bool) {
 	if !ok {
 		return
 	}
-	pending := false
+	pending, werr := c.sw.flushNow(c.sock)
 	if err == nil {
-		pending, err = c.sw.flushNow(c.sock)
+		err = werr
 	}
 	c.endFlush(batch, pending, err)
 }
 
 // beginFlush is flushParked up to the write: it reports whether there is a
-// write to make, and if so has gathered the batch it takes from the queue
-// (or failed to, with err). The caller must then write what the
-// socketWriter gathered and call endFlush.
+// write to make, and if so has gathered the batch it takes from the queue,
+// err saying the batch could not be framed. Either way the caller must then
+// write what the socketWriter gathered (the library's frames, at least) and
+// call endFlush with the first error.
 func (c *conn) beginFlush(inline bool) (batch []queued, ok bool, err error) {
 	c.mu.Lock()
 	c.flushing = false

@@ -147,7 +147,7 @@ type flushWrite struct {
 	c     *conn
 	batch []queued
 	index int   // in the poller.Batch
-	err   error // gathering it failed; nothing to write
+	err   error // from beginFlush
 }
 
 // writeBatch flushes chunk as flushParked would, writing all of it with one
@@ -162,24 +162,20 @@ func (f *flusher) writeBatch(chunk []*conn, batch *poller.Batch) *poller.Batch {
 		if !ok {
 			continue
 		}
-		w := flushWrite{c: c, batch: b, err: err}
-		if err == nil {
-			w.index = batch.Add(c.sock, c.sw.hold())
-		}
-		writes = append(writes, w)
+		writes = append(writes, flushWrite{c: c, batch: b, err: err, index: batch.Add(c.sock, c.sw.hold())})
 	}
 	werr := batch.Write()
 	if werr == nil {
 		f.batched.Add(float64(batch.Len()))
 	}
 	for _, w := range writes {
-		pending, err := false, w.err
-		if err == nil {
-			n, rerr := 0, error(nil)
-			if werr == nil {
-				n, rerr = batch.Result(w.index)
-			}
-			pending, err = w.c.sw.wrote(n, rerr)
+		n, err := 0, error(nil)
+		if werr == nil {
+			n, err = batch.Result(w.index)
+		}
+		pending, err := w.c.sw.wrote(n, err)
+		if w.err != nil {
+			err = w.err
 		}
 		w.c.endFlush(w.batch, pending, err)
 	}

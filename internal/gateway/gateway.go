@@ -231,9 +231,11 @@ type Gateway struct {
 	handlers sync.WaitGroup
 	pings    sync.WaitGroup
 
-	// poller watches parked connections (see conn.park); nil until Run
-	// starts it, or where there is none, and then connections do not park.
-	poller atomic.Pointer[poller.Poller]
+	// poller watches parked connections (see conn.park); nil where there
+	// is none, and then connections do not park. It exists from New on, so
+	// that connections served before Run gets going park too (their
+	// callbacks wait for Run).
+	poller *poller.Poller
 	// flushers write parked connections' queues, one per processor, each
 	// connection always to the same; Run runs them.
 	flushers    []*flusher
@@ -286,6 +288,11 @@ func New(deps Deps, opts Options) *Gateway {
 	}
 	if deps.Presence != nil {
 		g.presence = newPresenceTracker(g, deps.Presence)
+	}
+	if p, err := poller.New(); err != nil {
+		g.log.Info("idle connections keep a reading goroutine", "err", err)
+	} else {
+		g.poller = p
 	}
 	g.registerGauges(deps.Registry)
 	return g
@@ -352,6 +359,9 @@ func (g *Gateway) Connections() int {
 // broker is degraded. It returns once all of that has stopped.
 func (g *Gateway) Run(ctx context.Context) {
 	var wg sync.WaitGroup
+	if g.poller != nil {
+		wg.Go(func() { g.poller.Run(ctx) })
+	}
 	wg.Go(func() { g.republish(ctx) })
 	wg.Go(func() { g.watchBroker(ctx) })
 	wg.Go(func() { g.watchStore(ctx) })
@@ -362,12 +372,6 @@ func (g *Gateway) Run(ctx context.Context) {
 	batches := g.writeBatches()
 	for i, f := range g.flushers {
 		wg.Go(func() { f.run(ctx, batches[i]) })
-	}
-	if p, err := poller.New(); err != nil {
-		g.log.Info("idle connections keep a reading goroutine", "err", err)
-	} else {
-		g.poller.Store(p)
-		wg.Go(func() { p.Run(ctx) })
 	}
 	g.pingLoop(ctx)
 	wg.Wait()

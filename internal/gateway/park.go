@@ -42,7 +42,7 @@ var pingFrame = []byte{0x89, 0x00}
 // whether it did, and the caller's goroutine must then end without touching
 // the handler's fields.
 func (c *conn) park(linger bool) bool {
-	p := c.g.poller.Load()
+	p := c.g.poller
 	if p == nil || c.noPark {
 		return false
 	}

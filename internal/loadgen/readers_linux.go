@@ -236,6 +236,7 @@ func newReceiver(size int) *receiver {
 	rc.iov.SetLen(size)
 	rc.msg.Iov = &rc.iov
 	rc.msg.SetIovlen(1)
+	rc.msg.Control = &rc.oob[0]
 	return rc
 }
 
@@ -243,7 +244,7 @@ func newReceiver(size int) *receiver {
 // (Unix nanoseconds; 0 if the kernel gave none).
 func (rc *receiver) read(fd int) (int, int64, error) {
 	for {
-		rc.msg.Control = &rc.oob[0]
+		// The kernel shortens these to what it returned.
 		rc.msg.SetControllen(len(rc.oob))
 		rc.msg.Flags = 0
 		n, _, errno := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&rc.msg)), 0)

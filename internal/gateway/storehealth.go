@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -19,11 +18,10 @@ var errStoreDown = errors.New("store is not answering")
 // wait and then a new connection's handshake, each up to the read timeout,
 // while the sends after it were answered at once.
 type storeHealth struct {
-	down atomic.Bool // read on every request, without the lock
-
 	mu sync.Mutex
 	// up ends, with errStoreDown as its cause, when the store is marked
-	// down; a new one replaces it when the store answers again.
+	// down; a new one replaces it when the store answers again. So the
+	// store is down exactly while up is done.
 	up     context.Context
 	cancel context.CancelCauseFunc
 }
@@ -38,24 +36,15 @@ func newStoreHealth() *storeHealth {
 func (h *storeHealth) set(down bool) (changed bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.down.Load() == down {
+	if (h.up.Err() != nil) == down {
 		return false
 	}
-	h.down.Store(down)
 	if down {
 		h.cancel(errStoreDown)
 	} else {
 		h.up, h.cancel = context.WithCancelCause(context.Background())
 	}
 	return true
-}
-
-// usable returns errStoreDown while the store is known not to answer.
-func (h *storeHealth) usable() error {
-	if h.down.Load() {
-		return errStoreDown
-	}
-	return nil
 }
 
 // work starts one piece of store work: it returns ctx bounded by timeout and
@@ -67,8 +56,8 @@ func (h *storeHealth) work(ctx context.Context, timeout time.Duration) (context.
 	h.mu.Lock()
 	up := h.up
 	h.mu.Unlock()
-	if err := h.usable(); err != nil {
-		return nil, nil, err
+	if up.Err() != nil {
+		return nil, nil, errStoreDown
 	}
 	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
 	ctx, cancel := context.WithCancelCause(ctx)

@@ -103,12 +103,8 @@ func (b *Batch) send() error {
 		return err
 	}
 	for i := range n {
-		switch r := b.res[i]; {
-		case b.fds[i] < 0:
-		case r == -int32(unix.EAGAIN):
-			b.errs[i] = ErrWouldBlock
-		case r < 0:
-			b.errs[i] = unix.Errno(-r)
+		if r := b.res[i]; b.fds[i] >= 0 && r < 0 {
+			b.errs[i] = ioError(unix.Errno(-r))
 		}
 	}
 	return nil

@@ -259,11 +259,17 @@ func (s *Socket) io(op func(fd int) (int, error)) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if errors.Is(opErr, unix.EAGAIN) {
-		return 0, ErrWouldBlock
-	}
 	if opErr != nil {
-		return 0, opErr
+		return 0, ioError(opErr)
 	}
 	return n, nil
+}
+
+// ioError is how a failed non-blocking operation is reported: EAGAIN as
+// ErrWouldBlock, anything else as it came.
+func ioError(err error) error {
+	if errors.Is(err, unix.EAGAIN) {
+		return ErrWouldBlock
+	}
+	return err
 }

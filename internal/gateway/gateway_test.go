@@ -1084,10 +1084,16 @@ func TestRoomsClaimForbidsOtherRooms(t *testing.T) {
 }
 
 func TestTokenExpiryAndRefresh(t *testing.T) {
-	g := newTokenGateway(t, gateway.Options{TokenGrace: 300 * time.Millisecond})
+	const grace = 300 * time.Millisecond
+	g := newTokenGateway(t, gateway.Options{TokenGrace: grace})
 
-	// Refreshed in time: the session goes on under the new token.
-	c := dialToken(t, g.URL, mint(t, auth.Claims{Subject: "alice", Name: "Alice"}, time.Second))
+	// Refreshed in time: the session goes on under the new token. Tokens
+	// carry whole seconds, so a token of ttl expires 0-1 s sooner than ttl;
+	// 3 s leaves a loaded machine (race detector, parallel packages) 2 s for
+	// the refresh.
+	const ttl = 3 * time.Second
+	minted := time.Now()
+	c := dialToken(t, g.URL, mint(t, auth.Claims{Subject: "alice", Name: "Alice"}, ttl))
 	join(t, c, "general")
 	send(t, c, map[string]any{"type": "refresh", "token": mint(t, auth.Claims{Subject: "bob"}, time.Hour)})
 	expectError(t, c, protocol.CodeUnauthorized) // another user's token
@@ -1095,7 +1101,8 @@ func TestTokenExpiryAndRefresh(t *testing.T) {
 	if f := next(t, c, protocol.TypeRefreshed); f.User.Name != "Alice B." {
 		t.Fatalf("refreshed %s", f.Raw)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	// Past the old token's expiry and grace, nothing may have come.
+	ctx, cancel := context.WithDeadline(context.Background(), minted.Add(ttl+grace+500*time.Millisecond))
 	defer cancel()
 	if f, err := c.NextOf(ctx, protocol.TypeError); err == nil {
 		t.Fatalf("a refreshed session got %s", f.Raw)

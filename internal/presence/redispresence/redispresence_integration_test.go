@@ -26,11 +26,20 @@ import (
 // closes it when the test ends. An unreachable Redis fails the test.
 func newClient(tb testing.TB) *redis.Client {
 	tb.Helper()
+	return newClientTimeout(tb, time.Second)
+}
+
+// newClientTimeout is newClient with the given read and write timeout, for
+// tests that count round trips rather than time them: under the parallel
+// race suite a 10,000-entry pipeline may take Redis longer than the
+// product's one second.
+func newClientTimeout(tb testing.TB, timeout time.Duration) *redis.Client {
+	tb.Helper()
 	opt, err := redis.ParseURL(testenv.RedisURL())
 	if err != nil {
 		tb.Fatalf("parse %s: %v", testenv.RedisURL(), err)
 	}
-	opt.ReadTimeout, opt.WriteTimeout, opt.MaxRetries = time.Second, time.Second, -1
+	opt.ReadTimeout, opt.WriteTimeout, opt.MaxRetries = timeout, timeout, -1
 	opt.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(opt)
 	tb.Cleanup(func() { _ = rdb.Close() })
@@ -317,7 +326,7 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // (or they would fail). The times are logged: tens of milliseconds on an
 // idle machine.
 func TestOneRoundTrip(t *testing.T) {
-	rdb := newClient(t)
+	rdb := newClientTimeout(t, 10*time.Second)
 	hook := &roundTrips{}
 	rdb.AddHook(hook)
 	ctx := t.Context()

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/internal/cluster"
-	"github.com/parleychat/parley/internal/config"
 	"github.com/parleychat/parley/internal/loadgen"
 )
 
@@ -156,16 +155,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		out = f
 	}
 
-	env := map[string]string{}
-	for _, k := range config.Keys() {
-		switch k {
-		case "PARLEY_ADDR", "PARLEY_GATEWAY_ID", "PARLEY_AMQP_URL", "PARLEY_REDIS_URL", "PARLEY_AMQP_EXCHANGE", "PARLEY_REDIS_PREFIX":
-			continue
-		}
-		if v := getenv(k); v != "" {
-			env[k] = v
-		}
-	}
+	// Our PARLEY_* settings go to -cluster gateways, then -gateway-env.
+	env := cluster.PassedOn(getenv)
 	for _, kv := range gwEnv {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v

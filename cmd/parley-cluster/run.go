@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/internal/cluster"
-	"github.com/parleychat/parley/internal/config"
 )
 
 // run parses the flags, starts the cluster, prints it, and stops it when ctx
@@ -51,18 +50,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("-port %d: not a port", *port)
 	}
 
-	// Every PARLEY_* variable of ours goes to the gateways, except what the
-	// cluster decides per gateway or per cluster.
-	env := map[string]string{}
-	for _, k := range config.Keys() {
-		switch k {
-		case "PARLEY_ADDR", "PARLEY_GATEWAY_ID", "PARLEY_AMQP_URL", "PARLEY_REDIS_URL":
-			continue
-		}
-		if v := getenv(k); v != "" {
-			env[k] = v
-		}
-	}
 	opts := cluster.Options{
 		Gateways:  *gateways,
 		Binary:    *binary,
@@ -70,7 +57,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		AMQPURL:   getenv("PARLEY_AMQP_URL"),
 		RedisURL:  getenv("PARLEY_REDIS_URL"),
 		Namespace: *namespace,
-		Env:       env,
+		Env:       cluster.PassedOn(getenv),
 		Port:      *port,
 		Dir:       *dir,
 		Logf: func(format string, args ...any) {

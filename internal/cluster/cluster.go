@@ -34,6 +34,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/parleychat/parley/internal/config"
 )
 
 // Options says what cluster to start. The zero value starts three gateways,
@@ -214,6 +216,24 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// PassedOn returns the PARLEY_* settings getenv has a value for, except
+// those a cluster sets itself (addresses, ids, where RabbitMQ and Redis are,
+// the namespace), for Options.Env: a command that starts a cluster hands
+// its own configuration on to the gateways.
+func PassedOn(getenv func(string) string) map[string]string {
+	env := map[string]string{}
+	for _, k := range config.Keys() {
+		switch k {
+		case "PARLEY_ADDR", "PARLEY_GATEWAY_ID", "PARLEY_AMQP_URL", "PARLEY_REDIS_URL", "PARLEY_AMQP_EXCHANGE", "PARLEY_REDIS_PREFIX":
+			continue
+		}
+		if v := getenv(k); v != "" {
+			env[k] = v
+		}
+	}
+	return env
 }
 
 // gatewayEnv is gateway i's environment: ours without PARLEY_*, then the

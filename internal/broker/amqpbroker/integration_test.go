@@ -96,6 +96,30 @@ func TestTopology(t *testing.T) {
 	}
 }
 
+// TestAcksAfterPause: deliveries are acked in batches, and a batch smaller
+// than a quarter of the prefetch window is acked once deliveries pause, so
+// RabbitMQ does not keep them counted as unacked while a room is quiet.
+func TestAcksAfterPause(t *testing.T) {
+	ex := newTestExchange(t)
+	b := newTestBroker(t, ex, Config{}) // acks every 128 deliveries, or on a pause
+	rec := startConsume(t, b.Broker)
+	waitReady(t, b.Broker)
+	for i := range 5 {
+		mustPublish(t, b.Broker, fmt.Sprintf(`{"n":%d}`, i))
+	}
+	rec.WaitFor(t, waitTimeout, "5 deliveries", func(ev []brokertest.Event) bool { return count(ev, brokertest.Deliver) == 5 })
+	q := b.queueName()
+	waitUntil(t, "the deliveries to be acked", func() (bool, string) {
+		out := rabbitmqctl(t, "list_queues", "name", "messages_unacknowledged", "--no-table-headers")
+		for _, line := range strings.Split(out, "\n") {
+			if name, n, ok := strings.Cut(line, "\t"); ok && name == q {
+				return strings.TrimSpace(n) == "0", n + " unacknowledged"
+			}
+		}
+		return false, "queue not listed"
+	})
+}
+
 // TestMessageProperties checks what another consumer of the exchange sees:
 // content_type application/json, message_id the id, a transient message.
 func TestMessageProperties(t *testing.T) {
